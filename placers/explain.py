@@ -1,0 +1,203 @@
+"""Human-readable reasons: why a job went where it went, and why not elsewhere.
+
+Everything here reads a `PlacementProblem`; nothing is recomputed differently from what the
+placers saw, so an explanation can never disagree with a decision.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from placers.capacity import FULL
+from placers.domain import CostBreakdown
+from placers.problem import PERMANENT, REASON_TEXT, PlacementProblem, Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    option: int
+    site: str
+    pool: str
+    gpu_model: str
+    spot: bool
+    cost: CostBreakdown
+    transfer_s: float
+    runtime_s: float
+    finish_at: float | None
+    free_gpus: float
+    feasible: bool  # could take the job now
+    reasons: tuple[str, ...]
+    chosen: bool = False
+    cost_delta_usd: float = 0.0  # vs the chosen option
+    time_delta_s: float = 0.0  # finish vs the chosen option
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    summary: str
+    candidates: tuple[Candidate, ...]  # chosen first, then feasible by cost, then the rest
+    chosen: Candidate | None
+
+
+def clock_text(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
+
+
+def option_reasons(problem: PlacementProblem, j: int, o: int, bits: int | None = None) -> list[str]:
+    """Specific reasons option o cannot take job j, e.g. 'dataset claims-2025 is hipaa (allowed: US)'."""
+    bits = int(problem.reasons[j, o]) if bits is None else bits
+    if bits & int(PERMANENT):
+        bits &= int(PERMANENT)  # a rule that never clears says it all; capacity is beside the point
+    spec = problem.specs[j]
+    cat = problem.catalog
+    pool = cat.pools[int(problem.options.pool[o])]
+    site = cat.site(pool.site)
+    out: list[str] = []
+    for r in Reason:
+        if not bits & r:
+            continue
+        if r is Reason.RESIDENCY:
+            for d in problem.datasets[j]:
+                allowed = cat.allowed_jurisdictions(d.classification)
+                if allowed is not None and site.jurisdiction not in allowed:
+                    out.append(f"dataset {d.id} is {d.classification} (must stay in {', '.join(allowed)})")
+        elif r is Reason.GPU_MODEL:
+            out.append(f"GPU model {pool.gpu_model} is not one of {', '.join(spec.gpu_models)}")
+        elif r is Reason.NODE_SHAPE:
+            if spec.single_node and spec.gpus > pool.gpus_per_node:
+                out.append(f"needs {spec.gpus} GPUs on one node; nodes here have {pool.gpus_per_node}")
+            elif spec.total_gpus > pool.max_gpus:
+                out.append(f"needs {spec.total_gpus} GPUs; the pool has {pool.max_gpus}")
+            else:
+                out.append("CPU or memory per node too small")
+        elif r is Reason.JURISDICTION:
+            out.append(f"jurisdiction {site.jurisdiction} is not one of {', '.join(spec.allowed_jurisdictions)}")
+        elif r is Reason.SITE_NOT_ALLOWED:
+            out.append("site is not in allowed_sites")
+        elif r is Reason.DEADLINE:
+            finish = float(problem.finish_at[j, o])
+            deadline = clock_text(float(problem.deadline_at[j]))
+            out.append(
+                f"would finish {clock_text(finish)} (transfer {problem.transfer_s[j, o] / 60:.0f} min + "
+                f"run {problem.runtime_s[j, o] / 3600:.1f} h), after the deadline {deadline}"
+            )
+        elif r is Reason.LATENCY and spec.inference:
+            slo = spec.inference.latency_slo_ms
+            worst = max(spec.inference.user_regions, key=lambda u: site.rtt_ms.get(u, float("inf")))
+            out.append(f"RTT to {worst} is {site.rtt_ms.get(worst, float('inf')):.0f} ms > SLO {slo:.0f} ms")
+        elif r is Reason.MAX_COST:
+            out.append(f"would cost ${problem.total_usd[j, o]:,.2f} > max ${spec.max_cost_usd:,.2f}")
+        elif r is Reason.CAPACITY:
+            free = problem.capacity.free_milli(int(problem.options.pool[o])) / FULL
+            out.append(f"full now ({free:g} GPUs free)")
+        elif r is Reason.BUDGET:
+            key = problem.budget_key[j]
+            left = problem.budget_remaining_usd.get(key or "", 0.0)
+            out.append(f"budget {key} has ${left:,.2f} left, needs ${problem.total_usd[j, o]:,.2f}")
+        else:
+            out.append(REASON_TEXT[r])
+    return out
+
+
+def explain(problem: PlacementProblem, j: int, chosen: int = -1) -> Explanation:
+    """Every option for job j with its cost and reasons, against the chosen one (or none)."""
+    total = problem.total_usd
+    finish = problem.finish_at
+    cat = problem.catalog
+    cands: list[Candidate] = []
+    for o in range(problem.n_options):
+        pool = cat.pools[int(problem.options.pool[o])]
+        bits = int(problem.reasons[j, o])
+        cands.append(
+            Candidate(
+                option=o,
+                site=pool.site,
+                pool=pool.name,
+                gpu_model=pool.gpu_model,
+                spot=bool(problem.options.spot[o]),
+                cost=CostBreakdown(
+                    float(problem.compute_usd[j, o]), float(problem.egress_usd[j, o]), float(problem.storage_usd[j, o])
+                ),
+                transfer_s=float(problem.transfer_s[j, o]),
+                runtime_s=float(problem.runtime_s[j, o]),
+                finish_at=None if problem.specs[j].inference else float(finish[j, o]),
+                free_gpus=problem.capacity.free_milli(int(problem.options.pool[o])) / FULL,
+                feasible=bits == 0 or o == chosen,
+                reasons=tuple(option_reasons(problem, j, o, bits)) if o != chosen else (),
+                chosen=o == chosen,
+                cost_delta_usd=float(total[j, o] - total[j, chosen]) if chosen >= 0 else 0.0,
+                time_delta_s=float(finish[j, o] - finish[j, chosen]) if chosen >= 0 else 0.0,
+            )
+        )
+    cands.sort(key=lambda c: (not c.chosen, not c.feasible, c.cost.total_usd, c.option))
+    pick = cands[0] if cands and cands[0].chosen else None
+    return Explanation(summary(problem, j, chosen), tuple(cands), pick)
+
+
+def summary(problem: PlacementProblem, j: int, chosen: int = -1) -> str:
+    """One paragraph: 'aws-eu-central-1/p5 chosen ($812): onprem-fra full ...; us sites excluded: ...'."""
+    parts: list[str] = []
+    if chosen >= 0:
+        parts.append(f"{problem.option_label(chosen)} chosen (${problem.total_usd[j, chosen]:,.2f})")
+        cheaper = np.flatnonzero(problem.total_usd[j] < problem.total_usd[j, chosen] - 1e-9)
+    else:
+        cheaper = np.arange(problem.n_options)
+    by_site: dict[str, list[str]] = {}
+    for o in cheaper:
+        if problem.reasons[j, o] == Reason.SPOT:
+            continue  # a spot offer this job did not ask for is not an alternative
+        reasons = [r for r in option_reasons(problem, j, int(o)) if r != REASON_TEXT[Reason.SPOT]]
+        if reasons:
+            site = problem.catalog.pools[int(problem.options.pool[o])].site
+            for r in reasons:
+                if r not in by_site.setdefault(site, []):
+                    by_site[site].append(r)
+    for site, reasons in by_site.items():
+        parts.append(f"{site}: {'; '.join(reasons)}")
+    # Policy exclusions are worth stating even where they would have cost more.
+    policy = int(Reason.RESIDENCY | Reason.JURISDICTION | Reason.SITE_NOT_ALLOWED | Reason.LATENCY)
+    excluded: dict[str, list[str]] = {}
+    for o in range(problem.n_options):
+        bits = int(problem.reasons[j, o]) & policy
+        site = problem.catalog.pools[int(problem.options.pool[o])].site
+        if bits and site not in by_site:
+            for text in option_reasons(problem, j, o, bits):
+                if site not in excluded.setdefault(text, []):
+                    excluded[text].append(site)
+    for text, sites in excluded.items():
+        parts.append(f"{', '.join(sites)} excluded: {text}")
+    return ". ".join(parts) if parts else "no candidate sites"
+
+
+def rejection_text(problem: PlacementProblem, j: int) -> str:
+    """Why no option can ever take job j, grouped by reason with the sites it excludes."""
+    groups: dict[str, list[str]] = {}
+    for o in range(problem.n_options):
+        bits = int(problem.reasons[j, o]) & int(PERMANENT)
+        site = problem.catalog.pools[int(problem.options.pool[o])].site
+        for text in option_reasons(problem, j, o, bits):
+            sites = groups.setdefault(text, [])
+            if site not in sites:
+                sites.append(site)
+    detail = "; ".join(f"{text} ({', '.join(sites)})" for text, sites in groups.items())
+    return f"no site can ever run this job: {detail}"
+
+
+def waiting_text(problem: PlacementProblem, j: int, bits: int, note: str = "") -> str:
+    """Why a job that could run somewhere is still waiting."""
+    if note:
+        return note
+    why = [REASON_TEXT[r] for r in Reason if bits & r and not r.permanent] or ["no option available now"]
+    ok = np.flatnonzero(problem.static_ok()[j])
+    best = ""
+    if len(ok):
+        o = int(ok[np.argmin(problem.total_usd[j, ok])])
+        blockers = option_reasons(problem, j, o, int(problem.reasons[j, o]) & ~int(PERMANENT))
+        blockers = blockers or ["its capacity went to higher-priority or earlier jobs this cycle"]
+        best = f"; cheapest eligible {problem.option_label(o)} (${problem.total_usd[j, o]:,.2f}): " + "; ".join(
+            blockers
+        )
+    return "waiting: " + ", ".join(why) + best

@@ -1,0 +1,95 @@
+"""The job state machine, shared by every store: which update may follow which state."""
+
+from __future__ import annotations
+
+from placers.domain import Attempt, Job, JobState
+from scheduler.store.base import EventKind, JobQuery, JobUpdate
+
+_EVENT_OF = {
+    JobState.RUNNING: EventKind.RUNNING,
+    JobState.SUCCEEDED: EventKind.SUCCEEDED,
+    JobState.FAILED: EventKind.FAILED,
+    JobState.CANCELLED: EventKind.CANCELLED,
+}
+
+
+def apply_update(job: Job, u: JobUpdate) -> tuple[Job, EventKind] | None:
+    """The job after `u`, and the event it makes; None when `u` is stale or not allowed."""
+    if job.state.terminal:
+        return None
+    current = len(job.attempts)
+    if u.attempt is not None and u.attempt != current:
+        return None  # about an attempt that is already over
+    if u.state is JobState.CANCELLED:
+        attempts = _end_attempt(job, u, JobState.CANCELLED) if job.state.holds_capacity else job.attempts
+        return (
+            job.evolve(
+                state=JobState.CANCELLED,
+                reason=u.reason or f"cancelled by {u.cancelled_by or 'a client'}",
+                cancelled_by=u.cancelled_by,
+                updated_at=u.at,
+                finished_at=u.at,
+                attempts=attempts,
+            ),
+            EventKind.CANCELLED,
+        )
+    if not job.state.holds_capacity:
+        return None  # execution news about a job that is not placed
+    if u.state is JobState.RUNNING:
+        if job.state is JobState.RUNNING:
+            return None
+        last = job.attempts[-1]
+        started = Attempt(last.number, last.site, last.launched_at, state=JobState.RUNNING)
+        return (
+            job.evolve(
+                state=JobState.RUNNING,
+                started_at=job.started_at or u.at,
+                updated_at=u.at,
+                attempts=(*job.attempts[:-1], started),
+            ),
+            EventKind.RUNNING,
+        )
+    if u.state in (JobState.SUCCEEDED, JobState.FAILED):
+        attempts = _end_attempt(job, u, u.state)
+        if u.state is JobState.FAILED and u.requeue:
+            return (
+                job.evolve(
+                    state=JobState.PENDING,
+                    placement=None,
+                    reason=f"attempt {current} failed: {u.reason or 'exit code ' + str(u.exit_code)}; retrying",
+                    updated_at=u.at,
+                    exit_code=u.exit_code,
+                    log_tail=u.log_tail,
+                    attempts=attempts,
+                ),
+                EventKind.RETRYING,
+            )
+        return (
+            job.evolve(
+                state=u.state,
+                reason=u.reason,
+                exit_code=u.exit_code,
+                log_tail=u.log_tail,
+                updated_at=u.at,
+                finished_at=u.at,
+                attempts=attempts,
+            ),
+            _EVENT_OF[u.state],
+        )
+    return None
+
+
+def _end_attempt(job: Job, u: JobUpdate, state: JobState) -> tuple[Attempt, ...]:
+    if not job.attempts:
+        return job.attempts
+    last = job.attempts[-1]
+    ended = Attempt(last.number, last.site, last.launched_at, u.at, state, u.exit_code, u.reason)
+    return (*job.attempts[:-1], ended)
+
+
+def matches(job: Job, q: JobQuery) -> bool:
+    if q.states and job.state not in q.states:
+        return False
+    if q.site and (job.placement is None or job.placement.site != q.site):
+        return False
+    return all(job.spec.tags.get(k) == v for k, v in q.tags.items())
