@@ -26,6 +26,8 @@ class Decision:
     cost: CostBreakdown | None = None
     data_moves: tuple[DataMove, ...] | None = None
     start_at: UnixSeconds | None = None
+    retry_at: UnixSeconds | None = None  # for a job left waiting: decide again no later than this
+
 
     @property
     def placed(self) -> bool:

@@ -124,7 +124,7 @@ class SchedulerService:
         self.problem_settings = ProblemSettings(
             replica_ttl_s=self.cycle.replica_ttl_s, service_horizon_s=self.cycle.service_horizon_s
         )
-        self._parked: dict[str, float] = {}  # waiting job id -> when it was last tried
+        self._parked: dict[str, float] = {}  # waiting job id -> retry no later than this
         self._capacity_freed = True
         self._last_full_retry = float("-inf")
         self._wake = threading.Event()
@@ -237,13 +237,15 @@ class SchedulerService:
                 problem = self._build(jobs, snap, now)
                 result = self.placer.place(problem)
                 plan, waiting = self._plan(problem, result, snap, now)
+                retry_at = {problem.job_ids[d.job]: d.retry_at for d in result.decisions if d.retry_at is not None}
                 # 6. commit
                 if self.store.commit(plan):
                     report.placed, report.rejected = len(plan.placements), len(plan.rejections)
                     report.waiting = len(waiting)
                     report.stats = dict(result.stats)
+                    default_retry = now + self.cycle.retry_waiting_s
                     for job_id in waiting:
-                        self._parked[job_id] = now
+                        self._parked[job_id] = min(retry_at.get(job_id, default_retry), default_retry)
                     for job_id in (*plan.placements, *plan.rejections):
                         self._parked.pop(job_id, None)
                     # 7. launch
@@ -276,15 +278,22 @@ class SchedulerService:
     # ------------------------------------------------------------------ steps
 
     def _take(self, now: float) -> list[Job]:
+        """New pending jobs, plus waiting ones when capacity freed or their retry time has come."""
         retry_all = self._capacity_freed or now - self._last_full_retry >= self.cycle.retry_waiting_s
         if retry_all:
             self._capacity_freed = False
             self._last_full_retry = now
         pending = self.store.pending(limit=self.cycle.max_batch + (0 if retry_all else len(self._parked)))
         if retry_all:
+            ids = {j.id for j in pending}
+            self._parked = {k: v for k, v in self._parked.items() if k in ids}  # forget jobs gone elsewhere
             return pending[: self.cycle.max_batch]
-        fresh = [j for j in pending if j.id not in self._parked]
-        return fresh[: self.cycle.max_batch]
+        due = [j for j in pending if self._parked.get(j.id, now) <= now]
+        return due[: self.cycle.max_batch]
+
+    def next_wakeup(self) -> float | None:
+        """The earliest time a waiting job is due for another decision (the simulator's next cycle)."""
+        return min(self._parked.values(), default=None)
 
     def _build(self, jobs: Sequence[Job], snap: Snapshot, now: float) -> PlacementProblem:
         return build_problem(
