@@ -10,6 +10,7 @@ from placers.catalog import Catalog, load_catalog
 from placers.registry import make_placer
 from scheduler.clock import Clock, WallClock
 from scheduler.executors.base import Executor
+from scheduler.finops.governance import Governance
 from scheduler.service import SchedulerService
 from scheduler.settings import Settings
 from scheduler.store.base import Store
@@ -68,15 +69,27 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     store = make_store(settings.store_url, catalog)
+    try:
+        governance = Governance(
+            store,
+            catalog,
+            clock,
+            settings.finops,
+            service_horizon_s=settings.cycle.service_horizon_s,
+            budgets_usd=settings.budgets_usd,
+            budget_tag=settings.budget_tag,
+        )
+    except ValueError as exc:  # a budget or webhook URL in the settings that cannot work
+        store.close()
+        raise ConfigError(str(exc)) from None
     executor = make_executor(settings, catalog, clock)
-    service = SchedulerService(
-        catalog,
-        store,
-        executor,
-        placer,
-        clock,
-        settings.cycle,
-        budgets_usd=settings.budgets_usd,
-        budget_tag=settings.budget_tag,
-    )
-    return App(settings, catalog, store, executor, service, closers=[executor.close, store.close])
+    service = SchedulerService(catalog, store, executor, placer, clock, settings.cycle, governance=governance)
+    app = App(settings, catalog, store, executor, service, closers=[executor.close, governance.close, store.close])
+    if settings.metrics_port:
+        try:
+            port = governance.metrics.serve(settings.metrics_port, settings.metrics_host)
+        except OSError as exc:
+            app.close()
+            raise ConfigError(f"metrics_port {settings.metrics_port}: cannot listen: {exc}") from None
+        log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, port)
+    return app

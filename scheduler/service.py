@@ -7,6 +7,8 @@ One cycle, as a recipe (Kueue-style), on a frozen snapshot with an injected cloc
     3. snapshot   capacity, cached replicas, version
     4. build      the placement problem (jobs x options, costed once)
     5. place      with the configured placer
+    5b. govern    check the result against every budget (reject / hold / allow-and-alert), write
+                  the audit trail into the plan (scheduler.finops)
     6. commit     the plan atomically against the snapshot version; replan on conflict
     7. launch     placed jobs on the executor
 
@@ -20,23 +22,26 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from placers.capacity import FULL
 from placers.catalog import Catalog, Site
 from placers.domain import Job, JobSpec, JobState, Placement
 from placers.explain import Explanation, explain, rejection_text, waiting_text
 from placers.problem import PlacementProblem, ProblemSettings, Reason, build_problem
-from placers.result import PlacementResult, Placer
+from placers.result import Placer
 from scheduler.admission import resolve_datasets, validate, validate_batch
 from scheduler.clock import Clock
 from scheduler.executors.base import ExecEvent, ExecEventKind, Executor, LaunchError, LaunchRequest
+from scheduler.finops.budgets import BudgetState, Verdict
+from scheduler.finops.governance import Governance
 from scheduler.settings import CycleSettings
 from scheduler.store.base import JobEvent, JobQuery, JobUpdate, Plan, Snapshot, Store
 
 log = logging.getLogger("gravity.scheduler")
 
 MAX_COMMIT_TRIES = 3
+QUEUED = "queued"  # the reason of a job no cycle has decided yet
 IDLE_S = 0.5  # an idle scheduler still cycles this often, to see execution events
 
 
@@ -110,15 +115,24 @@ class SchedulerService:
         budget_tag: str = "cost_center",
         new_id: Callable[[], str] = new_job_id,
         epoch: Callable[[], int] = lambda: 0,
+        governance: Governance | None = None,
     ) -> None:
+        """`governance` (tag taxonomy, budgets, audit, metrics) defaults to one with no taxonomy whose
+        budgets are `budgets_usd` (USD per month per value of `budget_tag`, held on breach)."""
         self.catalog = catalog
         self.store = store
         self.executor = executor
         self.placer = placer
         self.clock = clock
         self.cycle = cycle or CycleSettings()
-        self.budgets_usd = dict(budgets_usd or {})
-        self.budget_tag = budget_tag
+        self.governance = governance or Governance(
+            store,
+            catalog,
+            clock,
+            service_horizon_s=self.cycle.service_horizon_s,
+            budgets_usd=budgets_usd,
+            budget_tag=budget_tag,
+        )
         self.new_id = new_id
         self.epoch = epoch
         self.problem_settings = ProblemSettings(
@@ -137,12 +151,13 @@ class SchedulerService:
     def submit(self, specs: Sequence[JobSpec]) -> list[tuple[Job, bool]]:
         """Validate (all or nothing) and durably queue; (job, created) per spec, idempotent by request_id."""
         now = self.clock.now()
+        taxonomy = self.governance.taxonomy
         if len(specs) == 1:
-            validate(specs[0], self.catalog, now)
+            validate(specs[0], self.catalog, now, taxonomy)
         else:
-            validate_batch(specs, self.catalog, now)
+            validate_batch(specs, self.catalog, now, taxonomy=taxonomy)
         jobs = [
-            Job(id=self.new_id(), spec=s, state=JobState.PENDING, created_at=now, updated_at=now, reason="queued")
+            Job(id=self.new_id(), spec=s, state=JobState.PENDING, created_at=now, updated_at=now, reason=QUEUED)
             for s in specs
         ]
         out = self.store.submit(jobs)
@@ -163,9 +178,11 @@ class SchedulerService:
         if job.state.terminal:
             return job  # cancelling a finished job is a no-op, not an error
         at = self.clock.now()
-        text = reason or f"cancelled by {by or 'a client'}"
+        who = by or "a client"
+        text = reason or f"cancelled by {who}"
+        audit = self.governance.cancelled(job, who, text, at)
         updated = self.store.update(
-            JobUpdate(job_id, JobState.CANCELLED, at, reason=text, cancelled_by=by or "a client")
+            JobUpdate(job_id, JobState.CANCELLED, at, reason=text, cancelled_by=who, audit=(audit,))
         )
         if updated is None:
             return self.get(job_id)
@@ -192,7 +209,7 @@ class SchedulerService:
 
     def explain_spec(self, spec: JobSpec) -> Explanation:
         """Dry run: where would this spec go now, and why? Nothing is submitted."""
-        validate(spec, self.catalog, self.clock.now())
+        validate(spec, self.catalog, self.clock.now(), self.governance.taxonomy)
         problem = self._problem_for([spec], ["dry-run"])
         return explain(problem, 0, self.placer.place(problem).decisions[0].option)
 
@@ -234,10 +251,17 @@ class SchedulerService:
             for _ in range(MAX_COMMIT_TRIES):
                 # 3. snapshot  4. build  5. place
                 snap = self.store.snapshot()
-                problem = self._build(jobs, snap, now)
+                budgets = self.governance.budget_state(now)
+                problem = self._build(jobs, snap, now, budgets)
                 result = self.placer.place(problem)
-                plan, waiting = self._plan(problem, result, snap, now)
-                retry_at = {problem.job_ids[d.job]: d.retry_at for d in result.decisions if d.retry_at is not None}
+                # 5b. govern
+                verdict = self.governance.review(budgets, problem, result)
+                plan, waiting = self._plan(problem, verdict, snap, now)
+                by_id = {j.id: j for j in jobs}
+                plan = replace(plan, audit=self.governance.audit(problem, plan, verdict, by_id, now))
+                retry_at = {
+                    problem.job_ids[d.job]: d.retry_at for d in verdict.result.decisions if d.retry_at is not None
+                }
                 # 6. commit
                 if self.store.commit(plan):
                     report.placed, report.rejected = len(plan.placements), len(plan.rejections)
@@ -248,11 +272,14 @@ class SchedulerService:
                         self._parked[job_id] = min(retry_at.get(job_id, default_retry), default_retry)
                     for job_id in (*plan.placements, *plan.rejections):
                         self._parked.pop(job_id, None)
+                    first = [j for j in jobs if j.reason == QUEUED and not j.attempts]
+                    self.governance.decided(plan, first, now)
                     # 7. launch
                     report.launched = self._launch(plan)
                     break
                 report.conflicts += 1
                 jobs = [j for j in (self.store.get(x.id) for x in jobs) if j and j.state is JobState.PENDING]
+        self.governance.tick(now)
         report.duration_s = time.perf_counter() - started
         self.last_report = report
         return report
@@ -291,11 +318,16 @@ class SchedulerService:
         due = [j for j in pending if self._parked.get(j.id, now) <= now]
         return due[: self.cycle.max_batch]
 
+    def retry_waiting(self) -> None:
+        """Decide every waiting job again at the next cycle (a budget was raised, a rule changed)."""
+        self._capacity_freed = True
+        self._wake.set()
+
     def next_wakeup(self) -> float | None:
         """The earliest time a waiting job is due for another decision (the simulator's next cycle)."""
         return min(self._parked.values(), default=None)
 
-    def _build(self, jobs: Sequence[Job], snap: Snapshot, now: float) -> PlacementProblem:
+    def _build(self, jobs: Sequence[Job], snap: Snapshot, now: float, budgets: BudgetState) -> PlacementProblem:
         return build_problem(
             self.catalog,
             [j.spec for j in jobs],
@@ -305,14 +337,15 @@ class SchedulerService:
             now,
             extra_replicas=_live_replicas(snap, now),
             unavailable_sites=self.executor.unavailable_sites(),
-            budget_remaining_usd=self.budgets_usd,
-            budget_tag=self.budget_tag,
+            budget_remaining_usd=budgets.remaining_usd(),
+            budget_keys=budgets.keys([j.spec for j in jobs]),
             settings=self.problem_settings,
         )
 
     def _problem_for(self, specs: Sequence[JobSpec], ids: Sequence[str]) -> PlacementProblem:
         now = self.clock.now()
         snap = self.store.snapshot()
+        budgets = self.governance.budget_state(now)
         return build_problem(
             self.catalog,
             specs,
@@ -322,14 +355,13 @@ class SchedulerService:
             now,
             extra_replicas=_live_replicas(snap, now),
             unavailable_sites=self.executor.unavailable_sites(),
-            budget_remaining_usd=self.budgets_usd,
-            budget_tag=self.budget_tag,
+            budget_remaining_usd=budgets.remaining_usd(),
+            budget_keys=budgets.keys(specs),
             settings=self.problem_settings,
         )
 
-    def _plan(
-        self, problem: PlacementProblem, result: PlacementResult, snap: Snapshot, now: float
-    ) -> tuple[Plan, list[str]]:
+    def _plan(self, problem: PlacementProblem, verdict: Verdict, snap: Snapshot, now: float) -> tuple[Plan, list[str]]:
+        result = verdict.result
         never = problem.never_fits()
         placements: dict[str, Placement] = {}
         rejections: dict[str, str] = {}
@@ -346,6 +378,10 @@ class SchedulerService:
                     new_replicas.setdefault(move.dataset_id, set()).add(move.to_site)
             elif never[d.job]:
                 rejections[job_id] = rejection_text(problem, d.job)
+            elif d.job in verdict.rejections:
+                rejections[job_id] = verdict.rejections[d.job]
+            elif d.job in verdict.holds:
+                waits[job_id] = verdict.holds[d.job].reason
             else:
                 waits[job_id] = waiting_text(problem, d.job, d.reason or int(Reason.CAPACITY), d.note)
         for dataset, sites in result.new_replicas.items():

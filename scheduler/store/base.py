@@ -18,6 +18,7 @@ from typing import Protocol
 
 from placers.capacity import CapacityState
 from placers.domain import Job, JobState, Placement, UnixSeconds
+from scheduler.finops.model import AuditEntry, AuditQuery, Budget, BudgetAlert
 
 
 class StoreError(RuntimeError):
@@ -67,6 +68,7 @@ class Plan:
     new_replicas: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # dataset -> new cached sites
     replica_expires_at: UnixSeconds = 0.0
     epoch: int = 0  # leader epoch that made the plan (0 = no leader election)
+    audit: tuple[AuditEntry, ...] = ()  # the decisions' audit trail: appended if and only if the plan applies
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ class JobUpdate:
     attempt: int | None = None  # the attempt the event is about; stale attempts are ignored
     cancelled_by: str = ""
     requeue: bool = False  # FAILED with retries left: back to pending instead of failed
+    audit: tuple[AuditEntry, ...] = ()  # appended if and only if the update applies (e.g. who cancelled)
 
 
 class Store(Protocol):
@@ -127,5 +130,41 @@ class Store(Protocol):
     def last_seq(self) -> int: ...
 
     def counts(self) -> Mapping[JobState, int]: ...
+
+    # ---- FinOps: budgets (versioned documents), alerts fired (append-only, once each), audit (append-only)
+
+    def put_budget(self, budget: Budget, expected_version: int, audit: AuditEntry | None = None) -> Budget:
+        """Compare-and-set: store `budget` if the stored one is at `expected_version` (0 = must not exist).
+        Returns it at version expected_version + 1; raises VersionMismatch otherwise. `audit` is
+        appended in the same operation, only when the write happens."""
+        ...
+
+    def delete_budget(self, budget_id: str, expected_version: int = 0, audit: AuditEntry | None = None) -> Budget:
+        """Remove a budget (at `expected_version`, or any version when 0); returns what was removed.
+        Raises VersionMismatch (actual 0 when there is no such budget)."""
+        ...
+
+    def get_budget(self, budget_id: str) -> Budget | None: ...
+
+    def list_budgets(self) -> list[Budget]:
+        """Every budget, ordered by id."""
+        ...
+
+    def record_alert(self, alert: BudgetAlert) -> BudgetAlert | None:
+        """Append the alert unless one with the same (budget_id, period, threshold) was recorded before:
+        the stored alert with its seq, or None when it already fired (so it is sent once, across restarts)."""
+        ...
+
+    def alerts(
+        self, after_seq: int, timeout_s: float = 0.0, budget_id: str = "", period: str = ""
+    ) -> list[BudgetAlert]:
+        """Alerts with seq > after_seq (optionally one budget's, one period's), waiting up to timeout_s."""
+        ...
+
+    def last_alert_seq(self) -> int: ...
+
+    def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        """Audit entries matching the query, in append (seq) order, at most query.limit."""
+        ...
 
     def close(self) -> None: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -9,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from placers.capacity import CapacityState, Demand
 from placers.catalog import Catalog
 from placers.domain import Attempt, Job, JobState, Placement
+from scheduler.finops.model import AuditEntry, AuditQuery, Budget, BudgetAlert, VersionMismatch
 from scheduler.store.base import (
     EventKind,
     JobEvent,
@@ -39,6 +41,11 @@ class MemoryStore:
         self._events: deque[JobEvent] = deque(maxlen=EVENT_HISTORY)
         self._seq = 0
         self._counts: dict[JobState, int] = dict.fromkeys(JobState, 0)
+        self._budgets: dict[str, Budget] = {}
+        self._alerts: list[BudgetAlert] = []
+        self._alert_keys: set[tuple[str, str, float]] = set()
+        self._audit: list[AuditEntry] = []
+        self._audit_by_job: dict[str, list[int]] = {}  # job id -> positions in _audit
 
     # ------------------------------------------------------------------ writes
 
@@ -105,6 +112,7 @@ class MemoryStore:
                     held[site] = max(held.get(site, 0.0), plan.replica_expires_at)
             if plan.placements or plan.rejections:
                 self._version += 1
+            self._append_audit(plan.audit)
             self._new_event.notify_all()
             return True
 
@@ -123,6 +131,7 @@ class MemoryStore:
                 self._version += 1
             self._set(new)
             self._emit(kind, new, update.at)
+            self._append_audit(update.audit)
             self._new_event.notify_all()
             return new
 
@@ -210,6 +219,90 @@ class MemoryStore:
     def counts(self) -> Mapping[JobState, int]:
         with self._lock:
             return dict(self._counts)
+
+    # ------------------------------------------------------------------ FinOps
+
+    def put_budget(self, budget: Budget, expected_version: int, audit: AuditEntry | None = None) -> Budget:
+        with self._lock:
+            current = self._budgets.get(budget.id)
+            actual = current.version if current else 0
+            if actual != expected_version:
+                raise VersionMismatch(f"budget {budget.id}", expected_version, actual)
+            stored = dataclasses.replace(budget, version=actual + 1)
+            self._budgets[budget.id] = stored
+            self._append_audit((audit,) if audit else ())
+            return stored
+
+    def delete_budget(self, budget_id: str, expected_version: int = 0, audit: AuditEntry | None = None) -> Budget:
+        with self._lock:
+            current = self._budgets.get(budget_id)
+            actual = current.version if current else 0
+            if current is None or (expected_version and actual != expected_version):
+                raise VersionMismatch(f"budget {budget_id}", expected_version, actual)
+            del self._budgets[budget_id]
+            self._append_audit((audit,) if audit else ())
+            return current
+
+    def get_budget(self, budget_id: str) -> Budget | None:
+        with self._lock:
+            return self._budgets.get(budget_id)
+
+    def list_budgets(self) -> list[Budget]:
+        with self._lock:
+            return [self._budgets[k] for k in sorted(self._budgets)]
+
+    def record_alert(self, alert: BudgetAlert) -> BudgetAlert | None:
+        with self._lock:
+            if alert.key in self._alert_keys:
+                return None
+            self._alert_keys.add(alert.key)
+            stored = dataclasses.replace(alert, seq=len(self._alerts) + 1)
+            self._alerts.append(stored)
+            self._new_event.notify_all()
+            return stored
+
+    def alerts(
+        self, after_seq: int, timeout_s: float = 0.0, budget_id: str = "", period: str = ""
+    ) -> list[BudgetAlert]:
+        def found() -> list[BudgetAlert]:
+            return [
+                a
+                for a in self._alerts[max(0, after_seq) :]
+                if (not budget_id or a.budget_id == budget_id) and (not period or a.period == period)
+            ]
+
+        with self._lock:
+            out = found()
+            if not out and timeout_s > 0:
+                self._new_event.wait_for(lambda: bool(found()), timeout=timeout_s)
+                out = found()
+            return out
+
+    def last_alert_seq(self) -> int:
+        with self._lock:
+            return len(self._alerts)
+
+    def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        with self._lock:
+            if query.job_id:
+                positions: Iterable[int] = self._audit_by_job.get(query.job_id, ())
+            else:
+                positions = range(max(0, query.after_seq), len(self._audit))  # seq n sits at position n - 1
+            out: list[AuditEntry] = []
+            for i in positions:
+                e = self._audit[i]
+                if e.seq > query.after_seq and query.matches(e):
+                    out.append(e)
+                    if len(out) >= query.limit:
+                        break
+            return out
+
+    def _append_audit(self, entries: Iterable[AuditEntry]) -> None:
+        for e in entries:
+            stored = dataclasses.replace(e, seq=len(self._audit) + 1)
+            self._audit.append(stored)
+            if stored.job_id:
+                self._audit_by_job.setdefault(stored.job_id, []).append(len(self._audit) - 1)
 
     def close(self) -> None:
         with self._lock:
