@@ -273,7 +273,7 @@ class SchedulerService:
                     for job_id in (*plan.placements, *plan.rejections):
                         self._parked.pop(job_id, None)
                     first = [j for j in jobs if j.reason == QUEUED and not j.attempts]
-                    self.governance.decided(plan, first, now)
+                    self.governance.decided(plan, first, self.clock.now())  # latency up to the commit
                     # 7. launch
                     report.launched = self._launch(plan)
                     break

@@ -43,17 +43,38 @@ def placed_text(p: Placement, over_budget: Sequence[str] = ()) -> str:
     return text
 
 
-def exclusions(problem: PlacementProblem, j: int) -> list[tuple[str, list[str]]]:
-    """(reason, sites) for every policy rule that ruled sites out for job row j."""
+def exclusions(
+    problem: PlacementProblem, j: int, cache: dict[tuple[object, ...], list[tuple[str, list[str]]]] | None = None
+) -> list[tuple[str, list[str]]]:
+    """(reason, sites) for every policy rule that ruled sites out for job row j.
+
+    Policy rules depend only on the job's policy inputs (datasets and their classification,
+    allowed jurisdictions and sites, latency objective), so `cache` shares the answer between
+    jobs with the same inputs."""
+    spec = problem.specs[j]
+    key = (
+        tuple((d.id, d.classification) for d in problem.datasets[j]),
+        spec.allowed_jurisdictions,
+        spec.allowed_sites,
+        (spec.inference.latency_slo_ms, spec.inference.user_regions) if spec.inference else None,
+    )
+    if cache is not None and key in cache:
+        return cache[key]
+    row = problem.reasons[j] & POLICY
+    first: dict[tuple[int, int], int] = {}
+    for col in np.flatnonzero(row).tolist():
+        first.setdefault((int(problem.options.site[col]), int(row[col])), col)
     groups: dict[str, list[str]] = {}
-    for o in np.flatnonzero(problem.reasons[j] & POLICY):
-        bits = int(problem.reasons[j, o]) & POLICY
-        site = problem.catalog.pools[int(problem.options.pool[o])].site
-        for text in option_reasons(problem, j, int(o), bits):
+    for (site_i, bits), option in first.items():
+        site = problem.catalog.sites[site_i].name
+        for text in option_reasons(problem, j, option, bits):
             sites = groups.setdefault(text, [])
             if site not in sites:
                 sites.append(site)
-    return list(groups.items())
+    out = list(groups.items())
+    if cache is not None:
+        cache[key] = out
+    return out
 
 
 def plan_audit(
@@ -63,12 +84,13 @@ def plan_audit(
     row_of = {job_id: j for j, job_id in enumerate(problem.job_ids)}
     with_policy = np.flatnonzero((problem.reasons & POLICY).any(axis=1))
     policy_rows = {int(j) for j in with_policy}
+    cache: dict[tuple[object, ...], list[tuple[str, list[str]]]] = {}
     out: list[AuditEntry] = []
 
     def excluded(job_id: str, j: int, tags: Mapping[str, str]) -> None:
         if j not in policy_rows:
             return
-        for text, sites in exclusions(problem, j):
+        for text, sites in exclusions(problem, j, cache):
             out.append(
                 AuditEntry(
                     now,

@@ -22,6 +22,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -67,8 +68,12 @@ class Metrics:
             if count:
                 self.decisions.labels(outcome).inc(count)
                 n += count
+        children: dict[str, Any] = {}
         for outcome, seconds in first_latencies_s:
-            self.latency.labels(outcome).observe(max(0.0, seconds))
+            child = children.get(outcome)
+            if child is None:
+                child = children[outcome] = self.latency.labels(outcome)
+            child.observe(max(0.0, seconds))
         with self._lock:
             if n:
                 self._recent.append((now, n))

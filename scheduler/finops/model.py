@@ -12,6 +12,8 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 from placers.domain import UnixSeconds
 
@@ -136,11 +138,14 @@ class AuditKind(enum.StrEnum):
 
 #: Who makes scheduling decisions, as recorded in the audit trail.
 SCHEDULER_ACTOR = "scheduler"
+_NO_TAGS: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """One decision with its reason. Written in the same store operation as the decision itself."""
+class AuditEntry(NamedTuple):
+    """One decision with its reason. Written in the same store operation as the decision itself.
+
+    A NamedTuple rather than a frozen dataclass: one is made per decision in the scheduling
+    cycle, and a frozen dataclass costs several times more to build."""
 
     at: UnixSeconds
     kind: AuditKind
@@ -148,7 +153,7 @@ class AuditEntry:
     job_id: str = ""  # empty for decisions about budgets
     actor: str = SCHEDULER_ACTOR
     site: str = ""  # where the job was placed (placed), or the sites excluded (excluded), comma-separated
-    tags: Mapping[str, str] = field(default_factory=dict)  # the job's tags, so the trail is queryable by tag
+    tags: Mapping[str, str] = _NO_TAGS  # the job's tags, so the trail is queryable by tag
     seq: int = 0  # set by the store when appended
 
 

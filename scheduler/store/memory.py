@@ -287,22 +287,24 @@ class MemoryStore:
             if query.job_id:
                 positions: Iterable[int] = self._audit_by_job.get(query.job_id, ())
             else:
-                positions = range(max(0, query.after_seq), len(self._audit))  # seq n sits at position n - 1
+                positions = range(max(0, query.after_seq), len(self._audit))
             out: list[AuditEntry] = []
             for i in positions:
+                if i < query.after_seq:  # entry i has seq i + 1
+                    continue
                 e = self._audit[i]
-                if e.seq > query.after_seq and query.matches(e):
-                    out.append(e)
+                if query.matches(e):
+                    out.append(e._replace(seq=i + 1))
                     if len(out) >= query.limit:
                         break
             return out
 
     def _append_audit(self, entries: Iterable[AuditEntry]) -> None:
+        """Entries are kept as given; an entry's seq is its position + 1, filled in when read."""
         for e in entries:
-            stored = dataclasses.replace(e, seq=len(self._audit) + 1)
-            self._audit.append(stored)
-            if stored.job_id:
-                self._audit_by_job.setdefault(stored.job_id, []).append(len(self._audit) - 1)
+            self._audit.append(e)
+            if e.job_id:
+                self._audit_by_job.setdefault(e.job_id, []).append(len(self._audit) - 1)
 
     def close(self) -> None:
         with self._lock:
