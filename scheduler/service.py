@@ -15,6 +15,7 @@ The gRPC layer, the CLI and the simulator all drive this same class.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import threading
@@ -68,14 +69,8 @@ class SiteView:
     site: Site
     pools: tuple[PoolView, ...]
     available: bool
-
-    @property
-    def total_gpus(self) -> int:
-        return sum(p.total_gpus for p in self.pools)
-
-    @property
-    def free_gpus(self) -> float:
-        return sum(p.free_gpus for p in self.pools)
+    total_gpus: int  # the site's pools, capped by its burst quota
+    free_gpus: float  # likewise
 
 
 @dataclass
@@ -92,9 +87,13 @@ class CycleReport:
     stats: dict[str, float] = field(default_factory=dict)
 
 
+_ID_PREFIX = secrets.token_hex(3)  # this process
+_ID_COUNTER = itertools.count()
+
+
 def new_job_id() -> str:
-    """Time-ordered and unique: 'j-' + milliseconds (hex) + 32 random bits."""
-    return f"j-{int(time.time() * 1000):011x}{secrets.token_hex(4)}"
+    """Time-ordered and unique across replicas: 'j-' + ms (hex) + process prefix + counter."""
+    return f"j-{int(time.time() * 1000):011x}{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFF:05x}"
 
 
 class SchedulerService:
@@ -217,7 +216,11 @@ class SchedulerService:
                 )
                 for p in site.pools
             )
-            views.append(SiteView(site, pools, site.name not in down))
+            free = sum(p.free_gpus for p in pools)
+            if site.burst_quota_gpus is not None:
+                free = min(free, snap.capacity.site_quota_free[self.catalog.site_index[site.name]] / FULL)
+            total = self.catalog.total_gpus(site.name)
+            views.append(SiteView(site, pools, site.name not in down, total, free))
         return views
 
     # ================================================================== the cycle
