@@ -17,6 +17,7 @@ The gRPC layer, the CLI and the simulator all drive this same class.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import threading
@@ -26,8 +27,8 @@ from dataclasses import dataclass, field, replace
 
 from placers.capacity import FULL
 from placers.catalog import Catalog, Site
-from placers.domain import Job, JobSpec, JobState, Placement
-from placers.explain import Explanation, explain, rejection_text, waiting_text
+from placers.domain import Attempt, Job, JobSpec, JobState, Placement
+from placers.explain import Explanation, explain, rejection_text, waiting_texts
 from placers.problem import PlacementProblem, ProblemSettings, Reason, build_problem
 from placers.result import Placer
 from scheduler.admission import resolve_datasets, validate, validate_batch
@@ -41,8 +42,8 @@ from scheduler.store.base import JobEvent, JobQuery, JobUpdate, Plan, Snapshot, 
 log = logging.getLogger("gravity.scheduler")
 
 MAX_COMMIT_TRIES = 3
-QUEUED = "queued"  # the reason of a job no cycle has decided yet
 IDLE_S = 0.5  # an idle scheduler still cycles this often, to see execution events
+RETRY_SLACK_GPUS = 8.0  # waiting work retried on top of twice the GPUs just freed
 
 
 class NotFound(LookupError):
@@ -72,14 +73,8 @@ class SiteView:
     site: Site
     pools: tuple[PoolView, ...]
     available: bool
-
-    @property
-    def total_gpus(self) -> int:
-        return sum(p.total_gpus for p in self.pools)
-
-    @property
-    def free_gpus(self) -> float:
-        return sum(p.free_gpus for p in self.pools)
+    total_gpus: int  # the site's pools, capped by its burst quota
+    free_gpus: float  # likewise
 
 
 @dataclass
@@ -96,9 +91,13 @@ class CycleReport:
     stats: dict[str, float] = field(default_factory=dict)
 
 
+_ID_PREFIX = secrets.token_hex(3)  # this process
+_ID_COUNTER = itertools.count()
+
+
 def new_job_id() -> str:
-    """Time-ordered and unique: 'j-' + milliseconds (hex) + 32 random bits."""
-    return f"j-{int(time.time() * 1000):011x}{secrets.token_hex(4)}"
+    """Time-ordered and unique across replicas: 'j-' + ms (hex) + process prefix + counter."""
+    return f"j-{int(time.time() * 1000):011x}{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFF:05x}"
 
 
 class SchedulerService:
@@ -139,7 +138,7 @@ class SchedulerService:
             replica_ttl_s=self.cycle.replica_ttl_s, service_horizon_s=self.cycle.service_horizon_s
         )
         self._parked: dict[str, float] = {}  # waiting job id -> retry no later than this
-        self._capacity_freed = True
+        self._freed_gpus = 0.0  # GPUs released since the last cycle: how much waiting work to retry
         self._last_full_retry = float("-inf")
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -157,7 +156,7 @@ class SchedulerService:
         else:
             validate_batch(specs, self.catalog, now, taxonomy=taxonomy)
         jobs = [
-            Job(id=self.new_id(), spec=s, state=JobState.PENDING, created_at=now, updated_at=now, reason=QUEUED)
+            Job(id=self.new_id(), spec=s, state=JobState.PENDING, created_at=now, updated_at=now, reason="queued")
             for s in specs
         ]
         out = self.store.submit(jobs)
@@ -187,7 +186,7 @@ class SchedulerService:
         if updated is None:
             return self.get(job_id)
         if job.state.holds_capacity:
-            self._capacity_freed = True
+            self._freed_gpus += job.spec.gpu_equivalents * job.spec.replicas
             self.executor.cancel(job_id)
         self._parked.pop(job_id, None)
         self._wake.set()
@@ -233,7 +232,11 @@ class SchedulerService:
                 )
                 for p in site.pools
             )
-            views.append(SiteView(site, pools, site.name not in down))
+            free = sum(p.free_gpus for p in pools)
+            if site.burst_quota_gpus is not None:
+                free = min(free, snap.capacity.site_quota_free[self.catalog.site_index[site.name]] / FULL)
+            total = self.catalog.total_gpus(site.name)
+            views.append(SiteView(site, pools, site.name not in down, total, free))
         return views
 
     # ================================================================== the cycle
@@ -272,7 +275,7 @@ class SchedulerService:
                         self._parked[job_id] = min(retry_at.get(job_id, default_retry), default_retry)
                     for job_id in (*plan.placements, *plan.rejections):
                         self._parked.pop(job_id, None)
-                    first = [j for j in jobs if j.reason == QUEUED and not j.attempts]
+                    first = [j for j in jobs if j.decided_at is None]
                     self.governance.decided(plan, first, self.clock.now())  # latency up to the commit
                     # 7. launch
                     report.launched = self._launch(plan)
@@ -305,22 +308,38 @@ class SchedulerService:
     # ------------------------------------------------------------------ steps
 
     def _take(self, now: float) -> list[Job]:
-        """New pending jobs, plus waiting ones when capacity freed or their retry time has come."""
-        retry_all = self._capacity_freed or now - self._last_full_retry >= self.cycle.retry_waiting_s
-        if retry_all:
-            self._capacity_freed = False
+        """The jobs to decide this cycle, in queue order, at most max_batch.
+
+        New jobs and waiting jobs whose retry time has come always; when capacity freed, waiting
+        jobs in queue order up to about twice the GPUs released (so the work per cycle follows
+        the churn, not the backlog); every retry_waiting_s, all waiting jobs.
+        """
+        full = now - self._last_full_retry >= self.cycle.retry_waiting_s
+        limit = self.cycle.max_batch
+        pending = self.store.pending(limit=limit if full else limit + len(self._parked))
+        if full:
             self._last_full_retry = now
-        pending = self.store.pending(limit=self.cycle.max_batch + (0 if retry_all else len(self._parked)))
-        if retry_all:
+            self._freed_gpus = 0.0
             ids = {j.id for j in pending}
             self._parked = {k: v for k, v in self._parked.items() if k in ids}  # forget jobs gone elsewhere
-            return pending[: self.cycle.max_batch]
-        due = [j for j in pending if self._parked.get(j.id, now) <= now]
-        return due[: self.cycle.max_batch]
+            return pending[:limit]
+        budget = 2 * self._freed_gpus + RETRY_SLACK_GPUS if self._freed_gpus > 0 else 0.0
+        self._freed_gpus = 0.0
+        out: list[Job] = []
+        for job in pending:
+            retry_at = self._parked.get(job.id)
+            if retry_at is None or retry_at <= now:
+                out.append(job)
+            elif budget > 0:
+                out.append(job)
+                budget -= job.spec.gpu_equivalents * job.spec.replicas
+            if len(out) >= limit:
+                break
+        return out
 
     def retry_waiting(self) -> None:
         """Decide every waiting job again at the next cycle (a budget was raised, a rule changed)."""
-        self._capacity_freed = True
+        self._last_full_retry = float("-inf")
         self._wake.set()
 
     def next_wakeup(self) -> float | None:
@@ -365,7 +384,8 @@ class SchedulerService:
         never = problem.never_fits()
         placements: dict[str, Placement] = {}
         rejections: dict[str, str] = {}
-        waits: dict[str, str] = {}
+        waiting: dict[int, tuple[int, str]] = {}
+        held: dict[str, str] = {}
         new_replicas: dict[str, set[str]] = {}
         for d in result.decisions:
             job_id = problem.job_ids[d.job]
@@ -381,9 +401,11 @@ class SchedulerService:
             elif d.job in verdict.rejections:
                 rejections[job_id] = verdict.rejections[d.job]
             elif d.job in verdict.holds:
-                waits[job_id] = verdict.holds[d.job].reason
+                held[job_id] = verdict.holds[d.job].reason
             else:
-                waits[job_id] = waiting_text(problem, d.job, d.reason or int(Reason.CAPACITY), d.note)
+                waiting[d.job] = (d.reason or int(Reason.CAPACITY), d.note)
+        waits = {problem.job_ids[j]: text for j, text in waiting_texts(problem, waiting).items()}
+        waits.update(held)
         for dataset, sites in result.new_replicas.items():
             new_replicas.setdefault(dataset, set()).update(sites)
         plan = Plan(
@@ -394,6 +416,7 @@ class SchedulerService:
             new_replicas={k: tuple(sorted(v)) for k, v in new_replicas.items()},
             replica_expires_at=now + self.cycle.replica_ttl_s,
             epoch=self.epoch(),
+            decided_at=now,
         )
         return plan, list(waits)
 
@@ -422,7 +445,7 @@ class SchedulerService:
                     requeue=exc.retryable,
                 )
             )
-            self._capacity_freed = True
+            self._freed_gpus += job.spec.gpu_equivalents * job.spec.replicas
 
     def _apply(self, ev: ExecEvent) -> None:
         job = self.store.get(ev.job_id)
@@ -436,8 +459,10 @@ class SchedulerService:
                 ev.job_id, JobState.SUCCEEDED, ev.at, exit_code=ev.exit_code, log_tail=ev.log_tail, attempt=ev.attempt
             )
         else:
-            failed_before = sum(1 for a in job.attempts[:-1] if a.state is JobState.FAILED)
+            failed_before = sum(1 for a in job.attempts[:-1] if a.state is JobState.FAILED and not _free_retry(a))
             cause = ev.cause or (f"exit code {ev.exit_code}" if ev.exit_code is not None else "stopped")
+            if ev.infrastructure:
+                cause = f"{INFRA_PREFIX}{cause}"
             update = JobUpdate(
                 ev.job_id,
                 JobState.FAILED,
@@ -446,10 +471,10 @@ class SchedulerService:
                 exit_code=ev.exit_code,
                 log_tail=ev.log_tail,
                 attempt=ev.attempt,
-                requeue=failed_before < job.spec.max_retries,
+                requeue=ev.infrastructure or failed_before < job.spec.max_retries,
             )
         if self.store.update(update) is not None:
-            self._capacity_freed = True
+            self._freed_gpus += job.spec.gpu_equivalents * job.spec.replicas
 
     # ================================================================== background loop
 
@@ -481,6 +506,14 @@ class SchedulerService:
             rest = self.cycle.tick_s - (time.monotonic() - began)
             if rest > 0:
                 self._stop.wait(rest)
+
+
+INFRA_PREFIX = "infrastructure: "
+
+
+def _free_retry(attempt: Attempt) -> bool:
+    """Attempts lost to the platform do not count against the job's max_retries."""
+    return attempt.cause.startswith(INFRA_PREFIX)
 
 
 def _live_replicas(snap: Snapshot, now: float) -> dict[str, tuple[str, ...]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import socket
 import threading
@@ -21,10 +20,10 @@ from gravity.v1 import finops_pb2 as fpb
 from gravity.v1 import finops_pb2_grpc as fpb_grpc
 from gravity.v1 import scheduler_pb2 as pb
 from gravity.v1 import scheduler_pb2_grpc as pb_grpc
-from scheduler.api import finops_cli
 from scheduler.api.convert import from_ts
 from scheduler.api.server import Server
 from scheduler.app import App, build_app
+from scheduler.cli import main as gravity
 from scheduler.finops.periods import parse_period
 from scheduler.finops.showback import showback
 from scheduler.settings import load_settings
@@ -332,13 +331,8 @@ def test_cost_report_alert_stream_and_the_cli(tmp_path, capsys):
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith("period:")
 
         # The CLI: CSV to a file, budgets, the audit trail.
-        parser = argparse.ArgumentParser(prog="gravity")
-        sub = parser.add_subparsers()
-        finops_cli.register(sub)
-
         def cli(*argv: str) -> int:
-            args = parser.parse_args([*argv, "--server", address])
-            return int(args.run(args))
+            return gravity([*argv, "--server", address])
 
         out = tmp_path / "nov.csv"
         assert cli("cost", "--by", "cost_center,project", "--format", "csv", "-o", str(out)) == 0
@@ -365,13 +359,17 @@ def test_cost_report_alert_stream_and_the_cli(tmp_path, capsys):
         assert "ALREADY_EXISTS" in capsys.readouterr().err
 
 
-def test_unreachable_server_is_a_clear_cli_error(capsys):
-    parser = argparse.ArgumentParser(prog="gravity")
-    finops_cli.register(parser.add_subparsers())
+def test_cli_errors_are_clear(capsys):
     port = _free_port()
-    args = parser.parse_args(["cost", "--server", f"127.0.0.1:{port}"])
-    assert args.run(args) == 1
+    assert gravity(["cost", "--server", f"127.0.0.1:{port}"]) == 1
     assert f"cannot reach the Gravity server at 127.0.0.1:{port}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        gravity(["budget", "create", "cc-1", "--amount-usd", "5"])
+    assert exit_.value.code == 2
+    assert "expected TAG=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        gravity(["budget", "create", "cost_center=cc-1", "--amount-usd", "5", "--thresholds", "50,abc"])
+    assert "expected percentages" in capsys.readouterr().err
 
 
 def _free_port() -> int:

@@ -7,9 +7,9 @@
     gravity budget watch [--budget ID] [--from-start]           alerts as they fire
     gravity audit [--job ID] [--tag k=v] [--kind K] [--since T] [--until T] [--limit N | --all]
 
-`register(subparsers, parents)` adds them to the `gravity` parser; `parents` supply --server and
---json. Exit status as for the other commands: 0 ok, 1 the server refused or cannot be
-reached, 2 bad usage.
+`register(subparsers, parents)` adds them to the `gravity` parser (scheduler.cli.build_parser);
+`parents` supply --server and --json. Errors, exit statuses and tables as for the other commands.
+The report's CSV and JSON are written by scheduler.finops.showback, as the simulator writes them.
 """
 
 from __future__ import annotations
@@ -17,58 +17,47 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from gravity.v1 import finops_pb2 as fpb
 from gravity.v1 import finops_pb2_grpc as fpb_grpc
 from scheduler.api import finops_convert as fc
 from scheduler.api.convert import from_ts, ts
+from scheduler.cli import (
+    DEFAULT_SERVER,
+    EXIT_OK,
+    EXIT_USAGE,
+    RPC_TIMEOUT_S,
+    CliError,
+    _check_reachable,
+    _rpc_error_text,
+    _table,
+    _tag_arg,
+    _to_dict,
+)
 from scheduler.finops.alerts import alert_to_json
 from scheduler.finops.model import AuditKind, BreachPolicy
 from scheduler.finops.showback import Showback, to_csv, to_dict
 
-DEFAULT_SERVER = "127.0.0.1:50051"
-SERVER_ENV = "GRAVITY_SERVER"
-CONNECT_TIMEOUT_S = 3.0
-RPC_TIMEOUT_S = 120.0
-EXIT_OK, EXIT_SERVER, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 POLICIES = ("reject", "hold", "alert")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-class FinOpsCliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_SERVER) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
 # ====================================================================== registration
 
 
-def client_flags() -> argparse.ArgumentParser:
-    """--server and --json, for use as a parent parser where the main CLI does not supply them."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--server", metavar="HOST:PORT", default=argparse.SUPPRESS, help="scheduler address")
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
-    return p
-
-
-def register(sub: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+def register(sub: Any, parents: Sequence[argparse.ArgumentParser]) -> None:
     """Add `cost`, `budget` and `audit` to a `gravity` subparsers object."""
-    parents = list(parents) or [client_flags()]
+    parents = list(parents)
 
     p = sub.add_parser("cost", parents=parents, help="showback / chargeback: spend by tag for a period")
     p.add_argument("--by", default="cost_center", metavar="TAG[,TAG]", help="tag(s) to group by (default cost_center)")
@@ -76,18 +65,18 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
     p.add_argument("--tag", action="append", type=_tag_arg, default=[], metavar="KEY=VALUE", help="only these jobs")
     p.add_argument("--format", choices=("table", "csv", "json"), default=None, help="output (default table)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
-    p.set_defaults(run=_guard(cmd_cost))
+    p.set_defaults(run=cmd_cost)
 
     b = sub.add_parser("budget", help="budgets per cost center or project, and their alerts")
     bsub = b.add_subparsers(title="budget commands", metavar="COMMAND")
     b.set_defaults(run=lambda args: _usage(b))
 
     p = bsub.add_parser("list", parents=parents, help="budgets with this month's spend")
-    p.set_defaults(run=_guard(cmd_budget_list))
+    p.set_defaults(run=cmd_budget_list)
 
     p = bsub.add_parser("get", parents=parents, help="one budget")
     p.add_argument("id", metavar="TAG=VALUE")
-    p.set_defaults(run=_guard(cmd_budget_get))
+    p.set_defaults(run=cmd_budget_get)
 
     for name, helptext in (("create", "create a budget"), ("update", "change a budget (others unchanged)")):
         p = bsub.add_parser(name, parents=parents, help=helptext)
@@ -98,34 +87,30 @@ def register(sub: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
         p.add_argument("--by", dest="requested_by", metavar="NAME", help="recorded in the audit trail")
         if name == "update":
             p.add_argument("--expected-version", type=int, default=0, metavar="N", help="fail if it changed since")
-        p.set_defaults(run=_guard(cmd_budget_create if name == "create" else cmd_budget_update))
+        p.set_defaults(run=cmd_budget_create if name == "create" else cmd_budget_update)
 
     p = bsub.add_parser("delete", parents=parents, help="delete a budget")
     p.add_argument("id", metavar="TAG=VALUE")
     p.add_argument("--expected-version", type=int, default=0, metavar="N")
     p.add_argument("--by", dest="requested_by", metavar="NAME", help="recorded in the audit trail")
-    p.set_defaults(run=_guard(cmd_budget_delete))
+    p.set_defaults(run=cmd_budget_delete)
 
     p = bsub.add_parser("watch", parents=parents, help="budget alerts as they fire (Ctrl-C stops)")
     p.add_argument("--budget", default="", metavar="TAG=VALUE", help="one budget's alerts")
     p.add_argument("--from-start", action="store_true", help="replay every recorded alert first")
-    p.set_defaults(run=_guard(cmd_budget_watch))
+    p.set_defaults(run=cmd_budget_watch)
 
     p = sub.add_parser("audit", parents=parents, help="the decision audit trail")
     p.add_argument("--job", default="", metavar="ID", help="one job's decisions")
     p.add_argument("--tag", action="append", type=_tag_arg, default=[], metavar="KEY=VALUE", help="repeatable")
     p.add_argument(
-        "--kind",
-        action="append",
-        choices=[k.value for k in AuditKind],
-        default=[],
-        help="only these kinds (repeatable)",
+        "--kind", action="append", choices=[k.value for k in AuditKind], default=[], help="only these (repeatable)"
     )
     p.add_argument("--since", type=_time_arg, metavar="TIME", help="ISO time (UTC) or an age such as 2h, 7d")
     p.add_argument("--until", type=_time_arg, metavar="TIME")
     p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N entries (default 100)")
     p.add_argument("--all", action="store_true", help="every matching entry")
-    p.set_defaults(run=_guard(cmd_audit))
+    p.set_defaults(run=cmd_audit)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -133,30 +118,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return EXIT_USAGE
 
 
-def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Errors end the command with `error: ...` on stderr and the exit status, whatever the main CLI catches."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except FinOpsCliError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
-            return exc.code
-        except KeyboardInterrupt:
-            print(file=sys.stderr)
-            return EXIT_INTERRUPTED
-
-    return run
-
-
 # ====================================================================== argument types
-
-
-def _tag_arg(text: str) -> str:
-    key, sep, _ = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return text
 
 
 def _scope_arg(text: str) -> tuple[str, str]:
@@ -211,46 +173,21 @@ def _time_arg(text: str) -> float:
 
 @contextmanager
 def connect(args: argparse.Namespace) -> Iterator[fpb_grpc.FinOpsStub]:
-    address = getattr(args, "server", None) or os.environ.get(SERVER_ENV) or DEFAULT_SERVER
+    """A FinOps stub for the server of --server; CliError naming the address when it cannot be reached."""
+    address = getattr(args, "server", None) or DEFAULT_SERVER
     channel = grpc.insecure_channel(address)
     try:
-        try:
-            grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
-        except grpc.FutureTimeoutError:
-            raise FinOpsCliError(
-                f"cannot reach the Gravity server at {address} (no answer within {CONNECT_TIMEOUT_S:g} s); "
-                f"is `gravity serve` running there? Set --server or ${SERVER_ENV}."
-            ) from None
+        _check_reachable(channel, address)
         try:
             yield fpb_grpc.FinOpsStub(channel)
         except grpc.RpcError as exc:
-            code = exc.code() if isinstance(exc, grpc.Call) else None
-            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-            raise FinOpsCliError(f"{code.name if code else 'UNKNOWN'}: {details or '(no details)'}") from None
+            raise CliError(_rpc_error_text(exc)) from None
     finally:
         channel.close()
 
 
 def _json(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "json", False))
-
-
-def _dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None) -> str:
-    """Columns padded to their widest cell; `right` are the indexes of right-aligned (numeric) columns."""
-    right = right or set()
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers), *(line(r) for r in rows)])
 
 
 def _when(t: float) -> str:
@@ -276,7 +213,7 @@ def _requested_by(args: argparse.Namespace) -> str:
 def cmd_cost(args: argparse.Namespace) -> int:
     by = [b.strip() for b in args.by.split(",") if b.strip()]
     if not by:
-        raise FinOpsCliError("--by: name at least one tag", EXIT_USAGE)
+        raise CliError("--by: name at least one tag", EXIT_USAGE)
     fmt = args.format or ("json" if _json(args) else "table")
     with connect(args) as stub:
         reply = stub.CostReport(fpb.CostReportRequest(by=by, period=args.period, tags=args.tag), timeout=RPC_TIMEOUT_S)
@@ -319,7 +256,7 @@ def render_report(r: Showback) -> str:
             _usd(x.usd_per_job),
         ]
 
-    lines = [head, "", table(cols, [*(cells(x) for x in r.rows), cells(r.total)], right)]
+    lines = [head, "", _table(cols, [*(cells(x) for x in r.rows), cells(r.total)], right)]
     flagged = [(x.group, f) for x in r.rows for f in x.flags]
     if flagged:
         lines += ["", "Flags:"]
@@ -360,14 +297,14 @@ def _status_rows(statuses: Sequence[fpb.BudgetStatus]) -> str:
         )
     period = statuses[0].period if statuses else ""
     head = ["BUDGET", "PER MONTH", "ON BREACH", "SPENT", "COMMITTED", "LEFT", "USED", "ALERTS AT", "FIRED", "VER"]
-    return (f"Budgets for {period}\n\n" if period else "") + table(head, rows, right={1, 3, 4, 5, 6, 9})
+    return (f"Budgets for {period}\n\n" if period else "") + _table(head, rows, right={1, 3, 4, 5, 6, 9})
 
 
 def cmd_budget_list(args: argparse.Namespace) -> int:
     with connect(args) as stub:
         reply = stub.ListBudgets(fpb.ListBudgetsRequest(), timeout=RPC_TIMEOUT_S)
     if _json(args):
-        print(json.dumps(_dict(reply), indent=2))
+        print(json.dumps(_to_dict(reply), indent=2))
     elif not reply.budgets:
         print("no budgets (create one: gravity budget create cost_center=cc-1 --amount-usd 5000)")
     else:
@@ -377,7 +314,7 @@ def cmd_budget_list(args: argparse.Namespace) -> int:
 
 def _print_status(args: argparse.Namespace, s: fpb.BudgetStatus) -> None:
     if _json(args):
-        print(json.dumps(_dict(s), indent=2))
+        print(json.dumps(_to_dict(s), indent=2))
     else:
         print(_status_rows([s]))
 
@@ -411,9 +348,7 @@ def cmd_budget_update(args: argparse.Namespace) -> int:
     with connect(args) as stub:
         current = stub.GetBudget(fpb.GetBudgetRequest(id=f"{tag}={value}"), timeout=RPC_TIMEOUT_S).budget
         if args.expected_version and current.version != args.expected_version:
-            raise FinOpsCliError(
-                f"ABORTED: budget {current.id} is at version {current.version}, not {args.expected_version}"
-            )
+            raise CliError(f"ABORTED: budget {current.id} is at version {current.version}, not {args.expected_version}")
         budget = fpb.Budget()
         budget.CopyFrom(current)
         budget.id = ""
@@ -442,7 +377,7 @@ def cmd_budget_delete(args: argparse.Namespace) -> int:
             timeout=RPC_TIMEOUT_S,
         )
     if _json(args):
-        print(json.dumps(_dict(b), indent=2))
+        print(json.dumps(_to_dict(b), indent=2))
     else:
         print(f"deleted budget {b.id} (was {_usd(b.amount_usd)} per month, version {b.version})")
     return EXIT_OK
@@ -468,7 +403,7 @@ def cmd_budget_watch(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     if args.limit < 1:
-        raise FinOpsCliError("--limit: must be at least 1", EXIT_USAGE)
+        raise CliError("--limit: must be at least 1", EXIT_USAGE)
     entries: list[fpb.AuditEntry] = []
     token = ""
     with connect(args) as stub:
@@ -487,11 +422,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
             if not token or (not args.all and len(entries) >= args.limit):
                 break
     if _json(args):
-        print(json.dumps([_dict(e) for e in entries], indent=2))
+        print(json.dumps([_to_dict(e) for e in entries], indent=2))
         return EXIT_OK
     if not entries:
         print("no audit entries match")
         return EXIT_OK
     rows = [[str(e.seq), _when(from_ts(e.at)), e.kind, e.job_id or "-", e.actor, e.reason] for e in entries]
-    print(table(["SEQ", "TIME (UTC)", "KIND", "JOB", "BY", "REASON"], rows, right={0}))
+    print(_table(["SEQ", "TIME (UTC)", "KIND", "JOB", "BY", "REASON"], rows, right={0}))
     return EXIT_OK
