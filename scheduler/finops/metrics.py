@@ -93,8 +93,14 @@ class Metrics:
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Serve /metrics; returns the bound port. Stopped by `close`."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        self._http.append(server.shutdown)
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join(5.0)
+
+        self._http.append(stop)
         return int(server.server_address[1])
 
     def close(self) -> None:
