@@ -87,7 +87,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> App:
     app = App(settings, catalog, store, executor, service, closers=[executor.close, governance.close, store.close])
     if settings.metrics_port:
         try:
-            port = governance.metrics.serve(settings.metrics_port, settings.metrics_host)
+            port = governance.serve_metrics(settings.metrics_port, settings.metrics_host)
         except OSError as exc:
             app.close()
             raise ConfigError(f"metrics_port {settings.metrics_port}: cannot listen: {exc}") from None

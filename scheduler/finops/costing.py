@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from placers.domain import Job, JobKind, JobState, Placement, UnixSeconds
-from scheduler.finops.periods import Period, months_between
+from scheduler.finops.periods import Period, month_of, months_between
 
 DEFAULT_SERVICE_HORIZON_S = 30 * 86400.0
+_INF = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +34,11 @@ class CostParams:
     site_usd_per_gpu_hour: Mapping[str, float] = field(default_factory=dict)  # for unpriced earlier attempts
 
 
-@dataclass(frozen=True, slots=True)
-class Costs:
-    """Additive cost figures of a job, or of a group of jobs, within a period."""
+class Costs(NamedTuple):
+    """Additive cost figures of a job, or of a group of jobs, within a period.
+
+    Costs, segments, charges and accruals are NamedTuples rather than frozen dataclasses: the
+    ledger builds several per job event, and a frozen dataclass costs several times more to make."""
 
     compute_usd: float = 0.0
     egress_usd: float = 0.0
@@ -47,7 +51,7 @@ class Costs:
     def total_usd(self) -> float:
         return self.compute_usd + self.egress_usd + self.storage_usd
 
-    def __add__(self, o: Costs) -> Costs:
+    def __add__(self, o: Costs) -> Costs:  # type: ignore[override]
         return Costs(
             self.compute_usd + o.compute_usd,
             self.egress_usd + o.egress_usd,
@@ -75,8 +79,7 @@ class Costs:
 ZERO = Costs()
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(NamedTuple):
     """GPUs held by one attempt over [start, end); end None while it still holds them."""
 
     start: UnixSeconds
@@ -89,8 +92,7 @@ class Segment:
     dedicated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
+class Charge(NamedTuple):
     """A one-off cost at `at`: moving the datasets (egress) and keeping the copy (storage)."""
 
     at: UnixSeconds
@@ -98,8 +100,7 @@ class Charge:
     storage_usd: float
 
 
-@dataclass(frozen=True, slots=True)
-class Accrual:
+class Accrual(NamedTuple):
     segments: tuple[Segment, ...] = ()
     charges: tuple[Charge, ...] = ()
     projected_compute_usd: float = 0.0  # the current placement's compute estimate (for commitments)
@@ -145,17 +146,24 @@ class Accrual:
 
     def span(self) -> tuple[UnixSeconds, UnixSeconds] | None:
         """First and last instant with a cost (None when there is none); open segments end at +inf."""
-        starts = [s.start for s in self.segments] + [c.at for c in self.charges]
-        if not starts:
-            return None
-        ends = [float("inf") if s.end is None else s.end for s in self.segments] + [c.at for c in self.charges]
-        return min(starts), max(ends)
+        lo, hi = _INF, -_INF
+        for seg in self.segments:
+            lo = min(lo, seg.start)
+            hi = max(hi, _INF if seg.end is None else seg.end)
+        for c in self.charges:
+            lo = min(lo, c.at)
+            hi = max(hi, c.at)
+        return None if lo == _INF else (lo, hi)
 
     def monthly(self, now: UnixSeconds) -> dict[str, Costs]:
         """Costs by calendar month (label -> Costs) up to `now`; only months with a cost."""
         span = self.span()
         if span is None:
             return {}
+        first = month_of(span[0])
+        if min(span[1], now) < first.end:  # the usual case: all in one month
+            c = self.costs(first, now)
+            return {} if c.zero else {first.label: c}
         out: dict[str, Costs] = {}
         for month in months_between(span[0], min(span[1], now) + 1e-9):
             c = self.costs(month, now)
@@ -207,7 +215,7 @@ def accrual(job: Job, params: CostParams, dedicated_pools: frozenset[str] = froz
                 running_from=running_from,
                 site=a.site,
                 pool=pool,
-                dedicated=f"{a.site}/{pool}" in dedicated_pools,
+                dedicated=bool(dedicated_pools) and f"{a.site}/{pool}" in dedicated_pools,
             )
         )
     charges: tuple[Charge, ...] = ()

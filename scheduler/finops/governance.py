@@ -90,6 +90,7 @@ class Governance:
         self._fired: set[tuple[str, str, float]] = set()  # alerts known to be recorded (the store dedups too)
         self._last_check = -math.inf
         self._recheck = True
+        self._follow_ledger = False
         self._seed(budgets_usd or {}, budget_tag)
 
     def _seed(self, budgets_usd: Mapping[str, float], budget_tag: str) -> None:
@@ -220,7 +221,15 @@ class Governance:
             return []
         self._recheck = False
         self._last_check = now
+        if self._follow_ledger:
+            self.ledger.sync()  # keep up between scrapes, so the event history never runs out under load
         return self.check_alerts(now)
+
+    def serve_metrics(self, port: int, host: str = "127.0.0.1") -> int:
+        """Serve Prometheus /metrics (returns the port) and keep the ledger current for its spend gauges."""
+        bound = self.metrics.serve(port, host)
+        self._follow_ledger = True
+        return bound
 
     def check_alerts(self, now: float) -> list[BudgetAlert]:
         """Fire every threshold newly crossed this month (once: the store remembers across restarts)."""

@@ -44,7 +44,8 @@ class Ledger:
         self._lock = threading.RLock()
         self._seq = -1  # last event applied; -1 = not built yet
         self._window_end = 0  # until this seq, records of ended jobs are kept (events may repeat them)
-        self._active: dict[str, tuple[Mapping[str, str], Accrual]] = {}
+        # jobs holding capacity: tags, record, and its accrual (computed when first asked for)
+        self._active: dict[str, tuple[Mapping[str, str], Job, Accrual | None]] = {}
         self._settled: dict[str, tuple[tuple[tuple[str, str], ...], dict[str, Costs]]] = {}
         self._totals: dict[tuple[str, str, str], Costs] = {}
         self._terminal: set[str] = set()  # ended jobs still in _settled (only inside the rebuild window)
@@ -107,12 +108,11 @@ class Ledger:
         self._terminal.discard(job.id)
         if not job.attempts:
             return
-        tags = dict(job.spec.tags)
-        acc = accrual(job, self.params, self.dedicated_pools)
+        tags = job.spec.tags
         if job.state.holds_capacity:
-            self._active[job.id] = (tags, acc)
+            self._active[job.id] = (tags, job, None)
             return
-        monthly = acc.monthly(float("inf"))
+        monthly = accrual(job, self.params, self.dedicated_pools).monthly(float("inf"))
         if not monthly:
             return
         items = (*tags.items(), ALL)
@@ -138,7 +138,7 @@ class Ledger:
         with self._lock:
             accrued = {sc: self._totals.get((month.label, *sc), ZERO) for sc in scopes}
             committed = dict.fromkeys(scopes, 0.0)
-            for tags, acc in self._active.values():
+            for tags, acc in self._active_accruals():
                 hits = [sc for sc in ((k, v) for k, v in tags.items()) if sc in accrued]
                 if ALL in accrued:
                     hits.append(ALL)
@@ -155,7 +155,7 @@ class Ledger:
         """Cost accrued in `month` up to `now` per value of tag `key` (jobs without the tag left out)."""
         with self._lock:
             out = {v: c for (label, k, v), c in self._totals.items() if label == month.label and k == key}
-            for tags, acc in self._active.values():
+            for tags, acc in self._active_accruals():
                 value = tags.get(key)
                 if value is None:
                     continue
@@ -163,6 +163,13 @@ class Ledger:
                 if not cost.zero:
                     out[value] = out.get(value, ZERO) + cost
             return out
+
+    def _active_accruals(self) -> Iterator[tuple[Mapping[str, str], Accrual]]:
+        for job_id, (tags, job, acc) in self._active.items():
+            if acc is None:
+                acc = accrual(job, self.params, self.dedicated_pools)
+                self._active[job_id] = (tags, job, acc)
+            yield tags, acc
 
     def active_jobs(self) -> int:
         with self._lock:

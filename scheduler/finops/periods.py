@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,7 +52,12 @@ def _ts(d: date) -> float:
 
 def month_of(t: UnixSeconds) -> Period:
     """The calendar month (UTC) that contains t."""
-    d = datetime.fromtimestamp(t, UTC)
+    return _month_of_day(int(t // 86400))
+
+
+@functools.lru_cache(maxsize=4096)
+def _month_of_day(day: int) -> Period:
+    d = datetime.fromtimestamp(day * 86400, UTC)
     return month(d.year, d.month)
 
 
