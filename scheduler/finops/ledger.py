@@ -165,10 +165,10 @@ class Ledger:
             return out
 
     def _active_accruals(self) -> Iterator[tuple[Mapping[str, str], Accrual]]:
-        for job_id, (tags, job, acc) in self._active.items():
-            if acc is None:
-                acc = accrual(job, self.params, self.dedicated_pools)
-                self._active[job_id] = (tags, job, acc)
+        for job_id, (tags, job, known) in self._active.items():
+            acc = known if known is not None else accrual(job, self.params, self.dedicated_pools)
+            if known is None:
+                self._active[job_id] = (tags, job, acc)  # same key: safe while iterating
             yield tags, acc
 
     def active_jobs(self) -> int:
