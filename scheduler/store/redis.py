@@ -1,0 +1,666 @@
+"""The Redis store: all of Gravity's state in Redis, shared by every replica, kept across restarts.
+
+Same semantics as MemoryStore (tests/contract/test_store.py runs one suite against both); what
+differs is where the truth lives and how it stays consistent:
+
+* Every write is one Lua script (scheduler/store/redis_scripts.py), so it is atomic and one round
+  trip. Python computes the new records with the shared state machine (transitions.py); a script
+  only checks and applies. A job's compare-and-set token "rev:state:attempts" guards it against a
+  concurrent writer; the plan version guards capacity (a plan from a stale snapshot is refused,
+  nothing applied); the leader epoch fences a deposed leader's commits and launches.
+* A write has been applied in Redis (and handed to its AOF) when the call returns: SubmitJob
+  answers after that. deploy/README.md explains what each AOF fsync policy keeps on a power loss.
+* Capacity is derived from the allocations (job -> placement + demand), never stored twice. Each
+  store instance mirrors them and follows the allocation log (one entry per version), so a
+  snapshot is one round trip however many jobs run; a mirror that fell behind the log reloads.
+* Connection failures raise StoreError (gRPC UNAVAILABLE; a retry with the same request_id is
+  safe). Records of an unknown schema version raise SchemaError naming the record.
+
+`round_trips` counts requests sent to Redis (for benchmarks/bench_store.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from placers.capacity import CapacityState, Demand
+from placers.catalog import Catalog
+from placers.domain import Job, JobState, Placement
+from scheduler.store import codec
+from scheduler.store import redis_scripts as lua
+from scheduler.store.base import (
+    ClaimVerdict,
+    EventKind,
+    JobEvent,
+    JobQuery,
+    JobUpdate,
+    LaunchClaim,
+    Plan,
+    SchemaError,
+    Snapshot,
+    StoreError,
+)
+from scheduler.store.keys import DEFAULT_PREFIX, REPLICA_SEPARATOR, Keys
+from scheduler.store.transitions import apply_update, matches, placed, rejected, waiting
+
+log = logging.getLogger("gravity.store.redis")
+
+EVENT_HISTORY = 200_000  # events kept (approximately: the stream is trimmed by whole nodes)
+ALLOC_LOG_KEEP = 20_000  # allocation-log entries kept; a mirror further behind reloads all allocations
+LAUNCH_LOG_KEEP = 1_000_000
+SUBMIT_CHUNK = 1_000  # jobs per submit script (one pipeline carries all chunks of a call)
+MAX_CAS_TRIES = 50  # re-reads of a job whose token moved under an update before giving up
+CACHE_MAX = 200_000  # decoded jobs kept by (id, token): a token names one version of a job
+BLOCK_S = 1.0  # longest single XREAD BLOCK of events(); the caller's timeout is served in slices
+
+# Replies that mean "Redis cannot serve this now" rather than a bug: surfaced as StoreError.
+_UNAVAILABLE_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "MISCONF", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN")
+
+
+@dataclass
+class _Mirror:
+    """This instance's copy of the committed allocations and the capacity they leave, at `version`."""
+
+    version: int
+    capacity: CapacityState
+    placements: dict[str, Placement] = field(default_factory=dict)
+    demands: dict[str, Demand] = field(default_factory=dict)
+
+
+def _token(rev: int, job: Job) -> str:
+    return f"{rev}:{job.state.value}:{len(job.attempts)}"
+
+
+def _next_token(token: str, job: Job) -> str:
+    return _token(int(token.split(":", 1)[0]) + 1, job)
+
+
+def _tier(priority: int) -> int:
+    """Queue tier: lower goes first, so higher priority -> lower tier."""
+    if not -lua.PRIORITY_LIMIT < priority < lua.PRIORITY_LIMIT:
+        raise ValueError(
+            f"priority {priority}: the Redis queue orders priorities within "
+            f"{-lua.PRIORITY_LIMIT + 1}..{lua.PRIORITY_LIMIT - 1}"
+        )
+    return lua.PRIORITY_LIMIT - priority
+
+
+class RedisStore:
+    def __init__(
+        self,
+        catalog: Catalog,
+        url: str,
+        *,
+        key_prefix: str = DEFAULT_PREFIX,
+        event_history: int = EVENT_HISTORY,
+        connect_timeout_s: float = 2.0,
+        command_timeout_s: float = 5.0,
+    ) -> None:
+        self.catalog = catalog
+        self.keys = Keys(key_prefix)
+        self.event_history = event_history
+        self._where = _redact(url)
+        try:
+            # Typed Any: with decode_responses=True every reply is str, which redis-py's stubs cannot say.
+            self._r: Any = redis.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_connect_timeout=connect_timeout_s,
+                socket_timeout=command_timeout_s,
+                # No silent retries: a script whose reply was lost may have been applied. The caller
+                # decides (idempotent submit by request_id; the cycle re-reads and recovers).
+                retry=Retry(NoBackoff(), 0),
+            )
+        except ValueError as exc:
+            raise ValueError(f"store_url {self._where!r}: {exc}") from None
+        self._block_s = min(BLOCK_S, command_timeout_s / 2)
+        self._submit = self._r.register_script(lua.SUBMIT)
+        self._commit = self._r.register_script(lua.COMMIT)
+        self._update = self._r.register_script(lua.UPDATE)
+        self._claim = self._r.register_script(lua.CLAIM)
+        self._acquire = self._r.register_script(lua.ACQUIRE)
+        self._release = self._r.register_script(lua.RELEASE)
+        self._pending = self._r.register_script(lua.PENDING)
+        k = self.keys
+        self._write_keys = [
+            k.jobs, k.token, k.queue, k.counts, k.seq, k.events, k.job_events,
+            k.order, k.version, k.alloc, k.alloc_log, k.leader, k.state_prefix,
+        ]  # fmt: skip
+        self._schema_ok = False
+        self._cache: dict[str, tuple[str, Job]] = {}
+        self._mirror: _Mirror | None = None
+        self._mirror_lock = threading.Lock()
+        self._rt_lock = threading.Lock()
+        self._round_trips = 0
+        self._warned_pools: set[str] = set()
+
+    # ================================================================== plumbing
+
+    @property
+    def round_trips(self) -> int:
+        """Requests sent to Redis so far by this instance (a pipeline or a script is one)."""
+        return self._round_trips
+
+    @contextlib.contextmanager
+    def _io(self, what: str) -> Iterator[None]:
+        with self._rt_lock:
+            self._round_trips += 1
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Connections made before an outage are dead: drop the idle ones, so the next call reconnects.
+            self._r.connection_pool.disconnect(inuse_connections=False)
+            raise StoreError(f"Redis at {self._where} unavailable ({what}): {exc}") from None
+        except redis.ResponseError as exc:
+            if str(exc).startswith(_UNAVAILABLE_REPLIES):
+                raise StoreError(f"Redis at {self._where} cannot serve {what} now: {exc}") from None
+            raise
+
+    def _eval_many(self, what: str, script: Any, keys: list[str], calls: list[list[Any]]) -> list[Any]:
+        """Run one script once per argument list, all in one pipeline: one round trip.
+
+        (redis-py's own pipelined scripts ask SCRIPT EXISTS first, a second round trip; here a
+        NOSCRIPT reply - only after a Redis restart - loads the script and resends just those calls.)
+        """
+        if len(calls) == 1:
+            with self._io(what):
+                try:
+                    return [script(keys=keys, args=calls[0], client=self._r)]
+                except redis.ResponseError as exc:
+                    if isinstance(exc, redis.exceptions.NoScriptError):
+                        raise
+                    return [exc]
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(2):
+            with self._io(what):
+                pipe = self._r.pipeline(transaction=False)
+                for i in todo:
+                    pipe.evalsha(script.sha, len(keys), *keys, *calls[i])
+                got = pipe.execute(raise_on_error=False)
+            missing = []
+            for i, reply in zip(todo, got, strict=True):
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    missing.append(i)
+                replies[i] = reply
+            if not missing:
+                break
+            with self._io(what):
+                self._r.script_load(script.script)
+            todo = missing
+        return replies
+
+    def check(self) -> None:
+        """Claim an empty database for this schema version, or verify the one found (SchemaError)."""
+        if self._schema_ok:
+            return
+        with self._io("schema check"):
+            pipe = self._r.pipeline(transaction=True)
+            pipe.setnx(self.keys.schema, codec.SCHEMA_VERSION)
+            pipe.get(self.keys.schema)
+            _, found = pipe.execute()
+        if str(found) != str(codec.SCHEMA_VERSION):
+            raise SchemaError(
+                f"Redis at {self._where}, key {self.keys.schema}: the store holds schema version {found!r}; "
+                f"this Gravity reads version {codec.SCHEMA_VERSION}. Run the Gravity that wrote it, migrate, "
+                "or use another key prefix (store.key_prefix)."
+            )
+        self._schema_ok = True
+
+    def _remember(self, job_id: str, token: str, job: Job) -> None:
+        if len(self._cache) >= CACHE_MAX:
+            for stale in list(self._cache)[: CACHE_MAX // 2]:  # oldest half (insertion order)
+                self._cache.pop(stale, None)
+        self._cache[job_id] = (token, job)
+
+    def _decode(self, job_id: str, token: str, blob: str) -> Job:
+        hit = self._cache.get(job_id)
+        if hit is not None and hit[0] == token:
+            return hit[1]
+        job = codec.decode_job(blob, f"job {job_id} in {self.keys.jobs}")
+        self._remember(job_id, token, job)
+        return job
+
+    def _read(self, job_ids: Sequence[str]) -> dict[str, tuple[str, Job]]:
+        """The current (token, job) of each existing job, read consistently (MULTI)."""
+        if not job_ids:
+            return {}
+        self.check()
+        ids = list(dict.fromkeys(job_ids))
+        with self._io("read jobs"):
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hmget(self.keys.token, ids)
+            pipe.hmget(self.keys.jobs, ids)
+            tokens, blobs = pipe.execute()
+        return {
+            i: (t, self._decode(i, t, b))
+            for i, t, b in zip(ids, tokens, blobs, strict=True)
+            if t is not None and b is not None
+        }
+
+    # ================================================================== writes
+
+    def submit(self, jobs: Sequence[Job]) -> list[tuple[Job, bool]]:
+        self.check()
+        if not jobs:
+            return []
+        chunks = [jobs[i : i + SUBMIT_CHUNK] for i in range(0, len(jobs), SUBMIT_CHUNK)]
+        tokens = [_token(1, j) for j in jobs]
+        calls: list[list[Any]] = []
+        for chunk in chunks:
+            args: list[Any] = [self.event_history, lua.TIER_SHIFT, len(chunk)]
+            for job in chunk:
+                args += [
+                    job.id,
+                    job.spec.request_id,
+                    codec.encode_job(job),
+                    _tier(job.spec.priority),
+                    repr(job.created_at),
+                    _token(1, job),
+                ]
+            calls.append(args)
+        replies = self._eval_many(
+            "submit", self._submit, [*self._write_keys, self.keys.requests, self.keys.submitted], calls
+        )
+        out: list[tuple[Job, bool]] = []
+        for chunk_i, (chunk, reply) in enumerate(zip(chunks, replies, strict=True)):
+            if isinstance(reply, redis.ResponseError) and "duplicate job id" in str(reply):
+                raise ValueError(str(reply))
+            if isinstance(reply, Exception):
+                raise reply
+            for i, job in enumerate(chunk):
+                created, job_id, blob = reply[3 * i : 3 * i + 3]
+                if int(created):
+                    self._remember(job.id, tokens[chunk_i * SUBMIT_CHUNK + i], job)
+                    out.append((job, True))
+                else:
+                    out.append((codec.decode_job(blob, f"job {job_id} in {self.keys.jobs}"), False))
+        return out
+
+    def commit(self, plan: Plan) -> bool:
+        decided = [*plan.placements, *plan.rejections]
+        current = self._read([*decided, *plan.waits])
+        for job_id in decided:
+            entry = current.get(job_id)
+            if entry is None or entry[1].state is not JobState.PENDING:
+                return False
+        args: list[Any] = []
+        written: list[tuple[str, str, Job]] = []
+        adds: dict[str, Any] = {}
+        for job_id, placement in plan.placements.items():
+            token, job = current[job_id]
+            new = placed(job, placement)
+            new_token = _next_token(token, new)
+            demand = Demand.of(job.spec)
+            adds[job_id] = codec.allocation_to_dict(placement, demand)
+            args += [
+                job_id,
+                token,
+                new_token,
+                codec.encode_job(new),
+                codec.encode_allocation(placement, demand),
+                repr(placement.start_at),
+            ]
+            written.append((job_id, new_token, new))
+        for job_id, reason in plan.rejections.items():
+            token, job = current[job_id]
+            new = rejected(job, reason)
+            new_token = _next_token(token, new)
+            args += [job_id, token, new_token, codec.encode_job(new), repr(job.updated_at)]
+            written.append((job_id, new_token, new))
+        n_wait = 0
+        for job_id, reason in plan.waits.items():
+            entry = current.get(job_id)
+            new_or_none = waiting(entry[1], reason) if entry is not None else None
+            if entry is None or new_or_none is None:
+                continue
+            new_token = _next_token(entry[0], new_or_none)
+            args += [job_id, entry[0], new_token, codec.encode_job(new_or_none), repr(new_or_none.updated_at)]
+            n_wait += 1
+        replicas = [Keys.replica_field(d, s) for d, sites in plan.new_replicas.items() for s in sites]
+        payload = codec.dumps({"v": codec.SCHEMA_VERSION, "add": adds, "del": []}) if decided else ""
+        head: list[Any] = [
+            plan.base_version,
+            plan.epoch,
+            self.event_history,
+            ALLOC_LOG_KEEP,
+            payload,
+            repr(float(plan.replica_expires_at)),
+            len(plan.placements),
+            len(plan.rejections),
+            n_wait,
+            len(replicas),
+        ]
+        with self._io("commit"):
+            verdict = self._commit(
+                keys=[*self._write_keys, self.keys.replicas], args=[*head, *args, *replicas], client=self._r
+            )
+        if verdict != "ok":
+            log.debug("plan at version %d refused: %s", plan.base_version, verdict)
+            return False
+        for job_id, token, job in written:
+            self._remember(job_id, token, job)
+        return True
+
+    def update(self, update: JobUpdate) -> Job | None:
+        return self.update_many([update])[0]
+
+    def update_many(self, updates: Sequence[JobUpdate]) -> list[Job | None]:
+        results: list[Job | None] = [None] * len(updates)
+        todo = list(range(len(updates)))
+        for _ in range(MAX_CAS_TRIES):
+            if not todo:
+                break
+            view = self._read([updates[i].job_id for i in todo])
+            args: list[Any] = []
+            sent: list[tuple[int, str, Job]] = []
+            for i in todo:
+                u = updates[i]
+                entry = view.get(u.job_id)
+                if entry is None:
+                    continue
+                token, job = entry
+                change = apply_update(job, u)
+                if change is None:
+                    continue
+                new, kind = change
+                new_token = _next_token(token, new)
+                release = job.state.holds_capacity and not new.state.holds_capacity
+                payload = ""
+                if release:
+                    payload = codec.dumps({"v": codec.SCHEMA_VERSION, "add": {}, "del": [job.id]})
+                elif new.state is not job.state:
+                    payload = codec.dumps({"v": codec.SCHEMA_VERSION, "add": {}, "del": []})
+                args += [
+                    u.job_id,
+                    token,
+                    new_token,
+                    codec.encode_job(new),
+                    job.state.value,
+                    new.state.value,
+                    kind.value,
+                    repr(u.at),
+                    "1" if release else "0",
+                    _tier(new.spec.priority),
+                    payload,
+                ]
+                sent.append((i, new_token, new))
+                view[u.job_id] = (new_token, new)  # a later update of the same job builds on this one
+            if not sent:
+                break
+            with self._io("update"):
+                applied = self._update(
+                    keys=self._write_keys,
+                    args=[self.event_history, ALLOC_LOG_KEEP, lua.TIER_SHIFT, len(sent), *args],
+                    client=self._r,
+                )
+            todo = []
+            for (i, token, new), ok in zip(sent, applied, strict=True):
+                if int(ok):
+                    results[i] = new
+                    self._remember(new.id, token, new)
+                else:
+                    todo.append(i)
+        else:
+            raise StoreError(f"updates of {len(todo)} jobs kept conflicting with other writers; retry")
+        return results
+
+    # ================================================================== leadership and launches
+
+    def claim_launches(self, epoch: int, claims: Sequence[tuple[str, int]]) -> list[LaunchClaim]:
+        if not claims:
+            return []
+        self.check()
+        args: list[Any] = [epoch, repr(time.time()), LAUNCH_LOG_KEEP, len(claims)]
+        for job_id, attempt in claims:
+            args += [job_id, attempt]
+        k = self.keys
+        with self._io("claim launches"):
+            reply = self._claim(keys=[k.leader, k.token, k.jobs, k.launches, k.launch_log], args=args, client=self._r)
+        out = []
+        for i, (job_id, attempt) in enumerate(claims):
+            verdict, holder, blob = reply[3 * i : 3 * i + 3]
+            job = codec.decode_job(blob, f"job {job_id} in {k.jobs}") if blob else None
+            out.append(LaunchClaim(job_id, attempt, ClaimVerdict(verdict), job, int(holder)))
+        return out
+
+    def acquire_lease(self, holder: str, ttl_s: float) -> int:
+        self.check()
+        with self._io("leader lease"):
+            epoch = self._acquire(
+                keys=[self.keys.leader, self.keys.epoch], args=[holder, max(1, round(ttl_s * 1000))], client=self._r
+            )
+        return int(epoch)
+
+    def release_lease(self, holder: str) -> None:
+        with self._io("leader lease"):
+            self._release(keys=[self.keys.leader], args=[holder], client=self._r)
+
+    def launch_log(self) -> list[tuple[str, int, int, float]]:
+        """Every granted launch claim, oldest first: (job id, attempt, epoch, Unix seconds). For audits."""
+        with self._io("launch log"):
+            rows = self._r.lrange(self.keys.launch_log, 0, -1)
+        out = []
+        for row in rows:
+            launch, epoch, at = row.split(" ")
+            job_id, _, attempt = launch.rpartition("#")
+            out.append((job_id, int(attempt), int(epoch), float(at)))
+        return out
+
+    # ================================================================== reads
+
+    def get(self, job_id: str) -> Job | None:
+        return self.get_many([job_id])[0]
+
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        found = self._read(job_ids)
+        return [found[i][1] if i in found else None for i in job_ids]
+
+    def pending(self, limit: int) -> list[Job]:
+        self.check()
+        if limit <= 0:
+            return []
+        with self._io("pending"):
+            reply = self._pending(keys=[self.keys.queue, self.keys.token], args=[limit], client=self._r)
+        n = len(reply) // 2
+        ids, tokens = reply[:n], reply[n:]
+        missing = [i for i, t in zip(ids, tokens, strict=True) if (self._cache.get(i) or ("",))[0] != t]
+        fresh = self._read(missing) if missing else {}
+        out = []
+        for job_id in ids:
+            entry = fresh.get(job_id) or self._cache.get(job_id)
+            if entry is not None and entry[1].state is JobState.PENDING:
+                out.append(entry[1])
+        return out
+
+    def list_jobs(self, query: JobQuery) -> tuple[list[Job], str]:
+        self.check()
+        keys = [self.keys.in_state(s) for s in sorted(query.states)] if query.states else [self.keys.order]
+        hi = f"({int(query.page_token)}" if query.page_token else "+inf"
+        chunk = max(2 * query.page_size, 256)
+        out: list[tuple[float, Job]] = []
+        while len(out) < query.page_size:
+            with self._io("list jobs"):
+                pipe = self._r.pipeline(transaction=False)
+                for key in keys:
+                    pipe.zrevrangebyscore(key, hi, "-inf", start=0, num=chunk, withscores=True)
+                batches: list[list[tuple[str, float]]] = pipe.execute()
+            merged = sorted((row for b in batches for row in b), key=lambda r: -r[1])[:chunk]
+            if not merged:
+                break
+            jobs = self.get_many([job_id for job_id, _ in merged])
+            for (_, score), job in zip(merged, jobs, strict=True):
+                if job is not None and matches(job, query):
+                    out.append((score, job))
+                    if len(out) == query.page_size:
+                        break
+            exhausted = all(len(b) < chunk for b in batches) and len(merged) == sum(len(b) for b in batches)
+            if exhausted:
+                break
+            hi = f"({int(merged[-1][1])}"
+        full = len(out) == query.page_size
+        return [j for _, j in out], (str(int(out[-1][0])) if out and full else "")
+
+    def snapshot(self) -> Snapshot:
+        self.check()
+        k = self.keys
+        with self._mirror_lock:
+            mirror, self._mirror = self._mirror, None  # set again only once it is whole
+            if mirror is not None:
+                with self._io("snapshot"):
+                    pipe = self._r.pipeline(transaction=True)
+                    pipe.get(k.version)
+                    pipe.zrangebyscore(k.alloc_log, f"({mirror.version}", "+inf")
+                    pipe.hgetall(k.replicas)
+                    raw_version, entries, raw_replicas = pipe.execute()
+                version = int(raw_version or 0)
+                if self._follow(mirror, version, entries):
+                    self._mirror = mirror
+                else:
+                    mirror = None
+            if mirror is None:
+                with self._io("snapshot (full)"):
+                    pipe = self._r.pipeline(transaction=True)
+                    pipe.get(k.version)
+                    pipe.hgetall(k.alloc)
+                    pipe.hgetall(k.replicas)
+                    raw_version, allocs, raw_replicas = pipe.execute()
+                mirror = _Mirror(int(raw_version or 0), CapacityState.empty(self.catalog))
+                for job_id, raw in allocs.items():
+                    self._take(mirror, job_id, *codec.decode_allocation(raw, f"allocation of {job_id} in {k.alloc}"))
+                self._mirror = mirror
+            replicas: dict[str, dict[str, float]] = {}
+            for key, until in raw_replicas.items():
+                dataset, _, site = key.rpartition(REPLICA_SEPARATOR)
+                replicas.setdefault(dataset, {})[site] = float(until)
+            return Snapshot(
+                version=mirror.version,
+                capacity=mirror.capacity.copy(),
+                replicas=replicas,
+                allocations=dict(mirror.placements),
+            )
+
+    def _follow(self, mirror: _Mirror, version: int, entries: list[str]) -> bool:
+        """Bring the mirror to `version` with the log entries after it; False when they do not reach."""
+        if version == mirror.version:
+            return True
+        if version < mirror.version or len(entries) != version - mirror.version:
+            return False  # the log was trimmed past us, or the data went back in time (restore, flush)
+        for i, entry in enumerate(entries):
+            at, _, payload = entry.partition("|")
+            if int(at) != mirror.version + i + 1:
+                return False
+            if not payload:
+                continue
+            record = codec.load_record(payload, f"allocation log entry {at} in {self.keys.alloc_log}")
+            for job_id in record["del"]:
+                self._drop(mirror, job_id)
+            for job_id, alloc in record["add"].items():
+                self._take(mirror, job_id, *codec.allocation_from_dict(alloc, f"allocation log entry {at}"))
+        mirror.version = version
+        return True
+
+    def _take(self, mirror: _Mirror, job_id: str, placement: Placement, demand: Demand) -> None:
+        self._drop(mirror, job_id)
+        pool = self._pool(placement)
+        if pool is None:
+            return
+        mirror.capacity.take(pool, demand, placement.bindings)
+        mirror.placements[job_id] = placement
+        mirror.demands[job_id] = demand
+
+    def _drop(self, mirror: _Mirror, job_id: str) -> None:
+        placement = mirror.placements.pop(job_id, None)
+        demand = mirror.demands.pop(job_id, None)
+        if placement is None or demand is None:
+            return
+        pool = self._pool(placement)
+        if pool is not None:
+            mirror.capacity.release(pool, demand, placement.bindings)
+
+    def _pool(self, placement: Placement) -> int | None:
+        key = f"{placement.site}/{placement.pool}"
+        pool = self.catalog.pool_index.get(key)
+        if pool is None and key not in self._warned_pools:
+            self._warned_pools.add(key)
+            log.warning("allocations at pool %s, which the catalog no longer has: not counted", key)
+        return pool
+
+    def events(self, after_seq: int, job_id: str = "", timeout_s: float = 0.0) -> list[JobEvent]:
+        self.check()
+        deadline = time.monotonic() + timeout_s
+        found, cursor = self._events_since(after_seq, job_id)
+        while not found and timeout_s > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with self._io("watch events"):
+                reply = self._r.xread(
+                    {self.keys.events: f"{cursor}-0"}, block=max(1, int(min(left, self._block_s) * 1000))
+                )
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    cursor = int(entry_id.split("-", 1)[0])
+                    if not job_id or fields["id"] == job_id:
+                        found.append(self._event(entry_id, fields))
+        return found
+
+    def _events_since(self, after_seq: int, job_id: str) -> tuple[list[JobEvent], int]:
+        """Events after `after_seq` now, and the seq to wait after when there are none."""
+        if not job_id:
+            with self._io("events"):
+                entries = self._r.xrange(self.keys.events, f"({after_seq}-0", "+")
+            return [self._event(i, f) for i, f in entries], after_seq
+        with self._io("job events"):
+            pipe = self._r.pipeline(transaction=True)
+            pipe.get(self.keys.seq)
+            pipe.hget(self.keys.job_events, job_id)
+            last, seqs = pipe.execute()
+        wanted = [s for s in (int(x) for x in (seqs or "").split(",") if x) if s > after_seq]
+        if not wanted:
+            return [], max(after_seq, int(last or 0))
+        with self._io("job events"):
+            pipe = self._r.pipeline(transaction=False)
+            for s in wanted:
+                pipe.xrange(self.keys.events, f"{s}-0", f"{s}-0")
+            rows = pipe.execute()
+        return [self._event(i, f) for row in rows for i, f in row], max(after_seq, int(last or 0))
+
+    def _event(self, entry_id: str, fields: Mapping[str, str]) -> JobEvent:
+        seq = int(entry_id.split("-", 1)[0])
+        job = codec.decode_job(fields["j"], f"event {seq} in {self.keys.events}")
+        return JobEvent(seq, EventKind(fields["k"]), job, float(fields["at"]))
+
+    def last_seq(self) -> int:
+        self.check()
+        with self._io("last seq"):
+            return int(self._r.get(self.keys.seq) or 0)
+
+    def counts(self) -> Mapping[JobState, int]:
+        self.check()
+        with self._io("counts"):
+            raw = self._r.hgetall(self.keys.counts)
+        return {s: int(raw.get(s.value, 0)) for s in JobState}
+
+    def close(self) -> None:
+        self._r.close()
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user + ':***@' if user else '***@'}{host}"
