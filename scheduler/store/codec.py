@@ -11,7 +11,7 @@ Bump SCHEMA_VERSION when a record's meaning changes, and teach `_upgrade` the ol
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from placers.capacity import Demand
@@ -35,10 +35,6 @@ SCHEMA_VERSION = 1
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def dumps(obj: Mapping[str, Any]) -> str:
-    return _dumps(obj)
-
-
 def _load(raw: str | bytes, what: str) -> dict[str, Any]:
     try:
         obj = json.loads(raw)
@@ -56,29 +52,49 @@ def _load(raw: str | bytes, what: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- jobs
+#
+# A job is stored as two records: its spec, written once at submission and never changed, and its
+# status (everything else), rewritten at each transition and copied into each event. Keeping the
+# spec out of the status makes every transition and every event a fraction of the size.
 
 
-def encode_job(job: Job) -> str:
-    return _dumps(job_to_dict(job))
+def encode_spec(spec: JobSpec) -> str:
+    d = _spec_to_dict(spec)
+    d["v"] = SCHEMA_VERSION
+    return _dumps(d)
 
 
-def decode_job(raw: str | bytes, what: str = "job") -> Job:
+def decode_spec(raw: str | bytes, what: str) -> JobSpec:
     obj = _load(raw, what)
     try:
-        return job_from_dict(obj)
+        return _spec_from_dict(obj)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SchemaError(f"{what}: malformed job spec record ({type(exc).__name__}: {exc})") from None
+
+
+def encode_status(job: Job, placement: Mapping[str, Any] | None = None) -> str:
+    """The job without its spec. `placement`: the placement's dict when the caller has it already."""
+    return _dumps(status_to_dict(job, placement))
+
+
+def decode_status(raw: str | bytes, spec: JobSpec, what: str) -> Job:
+    obj = _load(raw, what)
+    try:
+        return status_from_dict(obj, spec)
     except (KeyError, TypeError, ValueError) as exc:
         raise SchemaError(f"{what}: malformed job record ({type(exc).__name__}: {exc})") from None
 
 
-def job_to_dict(job: Job) -> dict[str, Any]:
+def status_to_dict(job: Job, placement: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    if placement is None and job.placement is not None:
+        placement = placement_to_dict(job.placement)
     return {
         "v": SCHEMA_VERSION,
         "id": job.id,
-        "spec": _spec_to_dict(job.spec),
         "state": job.state.value,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
-        "placement": placement_to_dict(job.placement) if job.placement is not None else None,
+        "placement": placement,
         "reason": job.reason,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
@@ -91,11 +107,11 @@ def job_to_dict(job: Job) -> dict[str, Any]:
     }
 
 
-def job_from_dict(d: Mapping[str, Any]) -> Job:
+def status_from_dict(d: Mapping[str, Any], spec: JobSpec) -> Job:
     placement = d["placement"]
     return Job(
         id=d["id"],
-        spec=_spec_from_dict(d["spec"]),
+        spec=spec,
         state=JobState(d["state"]),
         created_at=d["created_at"],
         updated_at=d["updated_at"],
@@ -212,13 +228,9 @@ def placement_from_dict(d: Mapping[str, Any]) -> Placement:
 # ---------------------------------------------------------------------- allocations
 
 
-def encode_allocation(placement: Placement, demand: Demand) -> str:
-    """What a placed or running job holds: its placement and the demand it took (for release)."""
-    return _dumps({"v": SCHEMA_VERSION, "placement": placement_to_dict(placement), "demand": _demand_to_list(demand)})
-
-
-def allocation_to_dict(placement: Placement, demand: Demand) -> dict[str, Any]:
-    return {"v": SCHEMA_VERSION, "placement": placement_to_dict(placement), "demand": _demand_to_list(demand)}
+def encode_allocation(placement: Mapping[str, Any], demand: Demand) -> str:
+    """What a placed or running job holds: its placement (as a dict) and the demand it took (for release)."""
+    return _dumps({"v": SCHEMA_VERSION, "placement": placement, "demand": _demand_to_list(demand)})
 
 
 def allocation_from_dict(d: Mapping[str, Any], what: str) -> tuple[Placement, Demand]:
@@ -235,6 +247,13 @@ def allocation_from_dict(d: Mapping[str, Any], what: str) -> tuple[Placement, De
 
 def decode_allocation(raw: str | bytes, what: str) -> tuple[Placement, Demand]:
     return allocation_from_dict(_load(raw, what), what)
+
+
+def allocation_log_entry(added: Mapping[str, str], removed: Sequence[str]) -> str:
+    """One allocation-log record: allocations added (job id -> encoded allocation) and job ids removed.
+    Built from already-encoded allocations, so each is encoded once per commit."""
+    adds = ",".join(f"{_dumps(job_id)}:{alloc}" for job_id, alloc in added.items())
+    return f'{{"v":{SCHEMA_VERSION},"add":{{{adds}}},"del":{_dumps(list(removed))}}}'
 
 
 def _demand_to_list(d: Demand) -> list[Any]:

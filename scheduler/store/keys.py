@@ -6,7 +6,8 @@ touch several keys also run on a cluster. Two deployments sharing one Redis data
 prefixes.
 
     {p}:schema          string  store schema version (scheduler.store.codec.SCHEMA_VERSION)
-    {p}:jobs            hash    job id -> job record (JSON)
+    {p}:specs           hash    job id -> job spec (JSON), written once at submission
+    {p}:jobs            hash    job id -> job status: everything but the spec (JSON), per transition
     {p}:token           hash    job id -> "rev:state:attempts", the compare-and-set token of a job
     {p}:requests        hash    client request_id -> job id (idempotent submit)
     {p}:submitted       string  submission counter (list order, page tokens)
@@ -19,7 +20,7 @@ prefixes.
     {p}:alloc_log       zset    version -> allocation changes at that version (incremental snapshots)
     {p}:replicas        hash    "<dataset>|<site>" -> cached copy expires at (Unix seconds)
     {p}:seq             string  event sequence
-    {p}:events          stream  job events, entry id "<seq>-1" (WatchJobs, history)
+    {p}:events          stream  job events, entry id "<seq>-0": kind, at, job id, job status
     {p}:job_events      hash    job id -> comma-separated event seqs of that job
     {p}:leader          string  "<epoch> <holder>" with a TTL: the leader lease
     {p}:epoch           string  last epoch handed out (fencing tokens only grow)
@@ -51,6 +52,10 @@ class Keys:
     @property
     def schema(self) -> str:
         return self._k("schema")
+
+    @property
+    def specs(self) -> str:
+        return self._k("specs")
 
     @property
     def jobs(self) -> str:
@@ -143,7 +148,7 @@ class Keys:
     def all(self) -> list[str]:
         """Every fixed key (the per-state sets included), e.g. for deleting one deployment's data."""
         fixed = [
-            self.schema, self.jobs, self.token, self.requests, self.submitted, self.order, self.queue,
+            self.schema, self.specs, self.jobs, self.token, self.requests, self.submitted, self.order, self.queue,
             self.counts, self.version, self.alloc, self.alloc_log, self.replicas, self.seq, self.events,
             self.job_events, self.leader, self.epoch, self.launches, self.launch_log,
         ]  # fmt: skip

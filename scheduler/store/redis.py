@@ -25,6 +25,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ from redis.retry import Retry
 
 from placers.capacity import CapacityState, Demand
 from placers.catalog import Catalog
-from placers.domain import Job, JobState, Placement
+from placers.domain import Job, JobSpec, JobState, Placement
 from scheduler.store import codec
 from scheduler.store import redis_scripts as lua
 from scheduler.store.base import (
@@ -137,11 +138,13 @@ class RedisStore:
             k.order, k.version, k.alloc, k.alloc_log, k.leader, k.state_prefix,
         ]  # fmt: skip
         self._schema_ok = False
-        self._cache: dict[str, tuple[str, Job]] = {}
+        self._cache: dict[str, tuple[str, Job]] = {}  # job id -> (token, job at that token)
+        self._specs: dict[str, JobSpec] = {}  # job id -> spec (immutable)
         self._mirror: _Mirror | None = None
         self._mirror_lock = threading.Lock()
         self._rt_lock = threading.Lock()
         self._round_trips = 0
+        self._round_trips_by: Counter[str] = Counter()
         self._warned_pools: set[str] = set()
 
     # ================================================================== plumbing
@@ -151,10 +154,27 @@ class RedisStore:
         """Requests sent to Redis so far by this instance (a pipeline or a script is one)."""
         return self._round_trips
 
+    @property
+    def round_trips_by_call(self) -> Mapping[str, int]:
+        """`round_trips` split by what they were for (submit, commit, snapshot, ...)."""
+        return dict(self._round_trips_by)
+
+    def wipe(self) -> int:
+        """Delete every key of this store's prefix (benchmarks, tests, decommissioning). Returns how many."""
+        with self._io("wipe"):
+            n = int(self._r.delete(*self.keys.all()))
+        self._schema_ok = False
+        self._cache.clear()
+        self._specs.clear()
+        with self._mirror_lock:
+            self._mirror = None
+        return n
+
     @contextlib.contextmanager
     def _io(self, what: str) -> Iterator[None]:
         with self._rt_lock:
             self._round_trips += 1
+            self._round_trips_by[what] += 1
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -221,32 +241,60 @@ class RedisStore:
         if len(self._cache) >= CACHE_MAX:
             for stale in list(self._cache)[: CACHE_MAX // 2]:  # oldest half (insertion order)
                 self._cache.pop(stale, None)
+        if len(self._specs) >= CACHE_MAX:
+            for stale in list(self._specs)[: CACHE_MAX // 2]:
+                self._specs.pop(stale, None)
         self._cache[job_id] = (token, job)
+        self._specs[job_id] = job.spec
 
-    def _decode(self, job_id: str, token: str, blob: str) -> Job:
+    def _spec(self, job_id: str, raw: str | None) -> JobSpec:
+        spec = self._specs.get(job_id)
+        if spec is None:
+            if raw is None:
+                raise SchemaError(f"job {job_id}: no spec in {self.keys.specs}")
+            spec = codec.decode_spec(raw, f"spec of job {job_id} in {self.keys.specs}")
+            self._specs[job_id] = spec
+        return spec
+
+    def _decode(self, job_id: str, token: str, status: str, spec: str | None = None) -> Job:
         hit = self._cache.get(job_id)
         if hit is not None and hit[0] == token:
             return hit[1]
-        job = codec.decode_job(blob, f"job {job_id} in {self.keys.jobs}")
+        job = codec.decode_status(status, self._spec(job_id, spec), f"job {job_id} in {self.keys.jobs}")
         self._remember(job_id, token, job)
         return job
 
     def _read(self, job_ids: Sequence[str]) -> dict[str, tuple[str, Job]]:
-        """The current (token, job) of each existing job, read consistently (MULTI)."""
+        """The current (token, job) of each existing job, read consistently (MULTI), in one round trip.
+        Specs are fetched only for jobs this instance has not seen (they never change)."""
         if not job_ids:
             return {}
         self.check()
         ids = list(dict.fromkeys(job_ids))
+        unseen = [i for i in ids if i not in self._specs]
         with self._io("read jobs"):
             pipe = self._r.pipeline(transaction=True)
             pipe.hmget(self.keys.token, ids)
             pipe.hmget(self.keys.jobs, ids)
-            tokens, blobs = pipe.execute()
+            if unseen:
+                pipe.hmget(self.keys.specs, unseen)
+            tokens, statuses, *specs = pipe.execute()
+        raw_specs = dict(zip(unseen, specs[0], strict=True)) if unseen else {}
         return {
-            i: (t, self._decode(i, t, b))
-            for i, t, b in zip(ids, tokens, blobs, strict=True)
+            i: (t, self._decode(i, t, b, raw_specs.get(i)))
+            for i, t, b in zip(ids, tokens, statuses, strict=True)
             if t is not None and b is not None
         }
+
+    def _specs_for(self, job_ids: Sequence[str]) -> None:
+        """Make sure the spec of each job is known here (one round trip for those that are not)."""
+        unseen = list(dict.fromkeys(i for i in job_ids if i not in self._specs))
+        if unseen:
+            with self._io("read specs"):
+                raw = self._r.hmget(self.keys.specs, unseen)
+            for job_id, r in zip(unseen, raw, strict=True):
+                if r is not None:
+                    self._spec(job_id, r)
 
     # ================================================================== writes
 
@@ -255,7 +303,6 @@ class RedisStore:
         if not jobs:
             return []
         chunks = [jobs[i : i + SUBMIT_CHUNK] for i in range(0, len(jobs), SUBMIT_CHUNK)]
-        tokens = [_token(1, j) for j in jobs]
         calls: list[list[Any]] = []
         for chunk in chunks:
             args: list[Any] = [self.event_history, lua.TIER_SHIFT, len(chunk)]
@@ -263,28 +310,32 @@ class RedisStore:
                 args += [
                     job.id,
                     job.spec.request_id,
-                    codec.encode_job(job),
+                    codec.encode_spec(job.spec),
+                    codec.encode_status(job),
                     _tier(job.spec.priority),
                     repr(job.created_at),
                     _token(1, job),
                 ]
             calls.append(args)
         replies = self._eval_many(
-            "submit", self._submit, [*self._write_keys, self.keys.requests, self.keys.submitted], calls
+            "submit",
+            self._submit,
+            [*self._write_keys, self.keys.requests, self.keys.submitted, self.keys.specs],
+            calls,
         )
         out: list[tuple[Job, bool]] = []
-        for chunk_i, (chunk, reply) in enumerate(zip(chunks, replies, strict=True)):
+        for chunk, reply in zip(chunks, replies, strict=True):
             if isinstance(reply, redis.ResponseError) and "duplicate job id" in str(reply):
                 raise ValueError(str(reply))
             if isinstance(reply, Exception):
                 raise reply
             for i, job in enumerate(chunk):
-                created, job_id, blob = reply[3 * i : 3 * i + 3]
+                created, job_id, status, spec, token = reply[5 * i : 5 * i + 5]
                 if int(created):
-                    self._remember(job.id, tokens[chunk_i * SUBMIT_CHUNK + i], job)
+                    self._remember(job.id, _token(1, job), job)
                     out.append((job, True))
                 else:
-                    out.append((codec.decode_job(blob, f"job {job_id} in {self.keys.jobs}"), False))
+                    out.append((self._decode(job_id, token, status, spec), False))
         return out
 
     def commit(self, plan: Plan) -> bool:
@@ -296,19 +347,19 @@ class RedisStore:
                 return False
         args: list[Any] = []
         written: list[tuple[str, str, Job]] = []
-        adds: dict[str, Any] = {}
+        adds: dict[str, str] = {}
         for job_id, placement in plan.placements.items():
             token, job = current[job_id]
             new = placed(job, placement)
             new_token = _next_token(token, new)
-            demand = Demand.of(job.spec)
-            adds[job_id] = codec.allocation_to_dict(placement, demand)
+            where = codec.placement_to_dict(placement)
+            adds[job_id] = codec.encode_allocation(where, Demand.of(job.spec))
             args += [
                 job_id,
                 token,
                 new_token,
-                codec.encode_job(new),
-                codec.encode_allocation(placement, demand),
+                codec.encode_status(new, where),
+                adds[job_id],
                 repr(placement.start_at),
             ]
             written.append((job_id, new_token, new))
@@ -316,7 +367,7 @@ class RedisStore:
             token, job = current[job_id]
             new = rejected(job, reason)
             new_token = _next_token(token, new)
-            args += [job_id, token, new_token, codec.encode_job(new), repr(job.updated_at)]
+            args += [job_id, token, new_token, codec.encode_status(new), repr(job.updated_at)]
             written.append((job_id, new_token, new))
         n_wait = 0
         for job_id, reason in plan.waits.items():
@@ -325,10 +376,10 @@ class RedisStore:
             if entry is None or new_or_none is None:
                 continue
             new_token = _next_token(entry[0], new_or_none)
-            args += [job_id, entry[0], new_token, codec.encode_job(new_or_none), repr(new_or_none.updated_at)]
+            args += [job_id, entry[0], new_token, codec.encode_status(new_or_none), repr(new_or_none.updated_at)]
             n_wait += 1
         replicas = [Keys.replica_field(d, s) for d, sites in plan.new_replicas.items() for s in sites]
-        payload = codec.dumps({"v": codec.SCHEMA_VERSION, "add": adds, "del": []}) if decided else ""
+        payload = codec.allocation_log_entry(adds, ()) if decided else ""
         head: list[Any] = [
             plan.base_version,
             plan.epoch,
@@ -345,12 +396,27 @@ class RedisStore:
             verdict = self._commit(
                 keys=[*self._write_keys, self.keys.replicas], args=[*head, *args, *replicas], client=self._r
             )
-        if verdict != "ok":
+        if not isinstance(verdict, list):
             log.debug("plan at version %d refused: %s", plan.base_version, verdict)
             return False
         for job_id, token, job in written:
             self._remember(job_id, token, job)
+        self._mirror_own_commit(plan, int(verdict[1]), current)
         return True
+
+    def _mirror_own_commit(self, plan: Plan, version: int, jobs: Mapping[str, tuple[str, Job]]) -> None:
+        """Apply our own committed allocations to the mirror, so the next snapshot need not decode them."""
+        with self._mirror_lock:
+            mirror = self._mirror
+            if (
+                mirror is None
+                or mirror.version != plan.base_version
+                or version != plan.base_version + bool(plan.placements or plan.rejections)
+            ):
+                return  # someone else's writes are in between: the allocation log will tell
+            for job_id, placement in plan.placements.items():
+                self._take(mirror, job_id, placement, Demand.of(jobs[job_id][1].spec))
+            mirror.version = version
 
     def update(self, update: JobUpdate) -> Job | None:
         return self.update_many([update])[0]
@@ -376,16 +442,12 @@ class RedisStore:
                 new, kind = change
                 new_token = _next_token(token, new)
                 release = job.state.holds_capacity and not new.state.holds_capacity
-                payload = ""
-                if release:
-                    payload = codec.dumps({"v": codec.SCHEMA_VERSION, "add": {}, "del": [job.id]})
-                elif new.state is not job.state:
-                    payload = codec.dumps({"v": codec.SCHEMA_VERSION, "add": {}, "del": []})
+                payload = codec.allocation_log_entry({}, (job.id,)) if release else ""
                 args += [
                     u.job_id,
                     token,
                     new_token,
-                    codec.encode_job(new),
+                    codec.encode_status(new),
                     job.state.value,
                     new.state.value,
                     kind.value,
@@ -427,10 +489,11 @@ class RedisStore:
         k = self.keys
         with self._io("claim launches"):
             reply = self._claim(keys=[k.leader, k.token, k.jobs, k.launches, k.launch_log], args=args, client=self._r)
+        rows = [reply[4 * i : 4 * i + 4] for i in range(len(claims))]
+        self._specs_for([job_id for (job_id, _), row in zip(claims, rows, strict=True) if row[2]])
         out = []
-        for i, (job_id, attempt) in enumerate(claims):
-            verdict, holder, blob = reply[3 * i : 3 * i + 3]
-            job = codec.decode_job(blob, f"job {job_id} in {k.jobs}") if blob else None
+        for (job_id, attempt), (verdict, holder, status, token) in zip(claims, rows, strict=True):
+            job = self._decode(job_id, token, status) if status else None
             out.append(LaunchClaim(job_id, attempt, ClaimVerdict(verdict), job, int(holder)))
         return out
 
@@ -609,10 +672,9 @@ class RedisStore:
                     {self.keys.events: f"{cursor}-0"}, block=max(1, int(min(left, self._block_s) * 1000))
                 )
             for _, entries in reply or ():
-                for entry_id, fields in entries:
-                    cursor = int(entry_id.split("-", 1)[0])
-                    if not job_id or fields["id"] == job_id:
-                        found.append(self._event(entry_id, fields))
+                if entries:
+                    cursor = int(entries[-1][0].split("-", 1)[0])
+                found += self._events_of([(i, f) for i, f in entries if not job_id or f["id"] == job_id])
         return found
 
     def _events_since(self, after_seq: int, job_id: str) -> tuple[list[JobEvent], int]:
@@ -620,7 +682,7 @@ class RedisStore:
         if not job_id:
             with self._io("events"):
                 entries = self._r.xrange(self.keys.events, f"({after_seq}-0", "+")
-            return [self._event(i, f) for i, f in entries], after_seq
+            return self._events_of(entries), after_seq
         with self._io("job events"):
             pipe = self._r.pipeline(transaction=True)
             pipe.get(self.keys.seq)
@@ -634,12 +696,17 @@ class RedisStore:
             for s in wanted:
                 pipe.xrange(self.keys.events, f"{s}-0", f"{s}-0")
             rows = pipe.execute()
-        return [self._event(i, f) for row in rows for i, f in row], max(after_seq, int(last or 0))
+        return self._events_of([e for row in rows for e in row]), max(after_seq, int(last or 0))
 
-    def _event(self, entry_id: str, fields: Mapping[str, str]) -> JobEvent:
-        seq = int(entry_id.split("-", 1)[0])
-        job = codec.decode_job(fields["j"], f"event {seq} in {self.keys.events}")
-        return JobEvent(seq, EventKind(fields["k"]), job, float(fields["at"]))
+    def _events_of(self, entries: Sequence[tuple[str, Mapping[str, str]]]) -> list[JobEvent]:
+        self._specs_for([fields["id"] for _, fields in entries])
+        out = []
+        for entry_id, fields in entries:
+            seq = int(entry_id.split("-", 1)[0])
+            job_id = fields["id"]
+            job = codec.decode_status(fields["j"], self._spec(job_id, None), f"event {seq} in {self.keys.events}")
+            out.append(JobEvent(seq, EventKind(fields["k"]), job, float(fields["at"])))
+        return out
 
     def last_seq(self) -> int:
         self.check()

@@ -69,42 +69,48 @@ local function fenced(epoch)
 end
 """
 
-# ARGV: maxlen, tier_shift, n, then per job: id, request_id, blob, tier, created_at, token
-# Returns per job: created (1/0), job id, existing blob ('' when created).
+# Extra KEYS: 14 requests, 15 submitted, 16 specs.
+# ARGV: maxlen, tier_shift, n, then per job: id, request_id, spec, status, tier, created_at, token
+# Returns per job: created (1/0), job id, and for an existing job its status, spec and token ('' else).
 SUBMIT = (
     _COMMON
     + """
-local K_REQUESTS, K_SUBMITTED = KEYS[14], KEYS[15]
+local K_REQUESTS, K_SUBMITTED, K_SPECS = KEYS[14], KEYS[15], KEYS[16]
 local maxlen, shift, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 0, n - 1 do
-  local id = ARGV[4 + i * 6]
+  local id = ARGV[4 + i * 7]
   if redis.call('HEXISTS', K_JOBS, id) == 1 then
     return redis.error_reply('duplicate job id ' .. id)
   end
 end
 local out = {}
 for i = 0, n - 1 do
-  local b = 4 + i * 6
-  local id, rid, blob, tier = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
-  local at, token = ARGV[b + 4], ARGV[b + 5]
+  local b = 4 + i * 7
+  local id, rid, spec, status = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local tier, at, token = tonumber(ARGV[b + 4]), ARGV[b + 5], ARGV[b + 6]
   local existing = false
   if rid ~= '' then existing = redis.call('HGET', K_REQUESTS, rid) end
   if existing then
     out[#out + 1] = 0
     out[#out + 1] = existing
     out[#out + 1] = redis.call('HGET', K_JOBS, existing) or ''
+    out[#out + 1] = redis.call('HGET', K_SPECS, existing) or ''
+    out[#out + 1] = redis.call('HGET', K_TOKEN, existing) or ''
   else
-    redis.call('HSET', K_JOBS, id, blob)
+    redis.call('HSET', K_SPECS, id, spec)
+    redis.call('HSET', K_JOBS, id, status)
     redis.call('HSET', K_TOKEN, id, token)
     local sub = redis.call('INCR', K_SUBMITTED)
     redis.call('ZADD', K_ORDER, sub, id)
     redis.call('ZADD', STATE_PREFIX .. 'pending', sub, id)
     redis.call('HINCRBY', K_COUNTS, 'pending', 1)
     if rid ~= '' then redis.call('HSET', K_REQUESTS, rid, id) end
-    local seq = emit(id, 'submitted', at, blob, maxlen)
+    local seq = emit(id, 'submitted', at, status, maxlen)
     redis.call('ZADD', K_QUEUE, tier * shift + seq, id)
     out[#out + 1] = 1
     out[#out + 1] = id
+    out[#out + 1] = ''
+    out[#out + 1] = ''
     out[#out + 1] = ''
   end
 end
@@ -118,7 +124,7 @@ return out
 #       rejections: id, expected, token, blob, at            (5 each)
 #       waits:      id, expected, token, blob, at            (5 each)
 #       replicas:   field                                    (1 each)
-# Returns 'ok', 'fenced', 'stale' or 'changed' (nothing applied unless 'ok').
+# Returns {'ok', version after}, or 'fenced', 'stale' or 'changed' (nothing applied).
 COMMIT = (
     _COMMON
     + """
@@ -171,7 +177,7 @@ for i = 0, nrep - 1 do
   if not cur or tonumber(cur) < expires then redis.call('HSET', K_REPLICAS, field, ARGV[6]) end
 end
 if np + nr > 0 then bump(payload, keep) end
-return 'ok'
+return {'ok', tonumber(redis.call('GET', K_VERSION) or '0')}
 """
 )
 
@@ -209,7 +215,7 @@ return out
 
 # KEYS: leader, token, jobs, launches, launch_log
 # ARGV: epoch, now, log_keep, n, then per claim: id, attempt
-# Returns per claim: verdict, epoch holding the claim, job blob ('' when refused).
+# Returns per claim: verdict, epoch holding the claim, job status and token ('' when refused).
 CLAIM = """
 local K_LEADER, K_TOKEN, K_JOBS, K_LAUNCHES, K_LOG = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local epoch, now, keep, n = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -220,25 +226,25 @@ local out = {}
 for i = 0, n - 1 do
   local id, attempt = ARGV[5 + i * 2], ARGV[6 + i * 2]
   if fenced then
-    out[#out + 1] = 'fenced'; out[#out + 1] = 0; out[#out + 1] = ''
+    out[#out + 1] = 'fenced'; out[#out + 1] = 0; out[#out + 1] = ''; out[#out + 1] = ''
   else
     local token = redis.call('HGET', K_TOKEN, id)
     local state, n_attempts = nil, nil
     if token then state, n_attempts = string.match(token, '^%d+:(%a+):(%d+)$') end
     if state ~= 'placed' or n_attempts ~= attempt then
-      out[#out + 1] = 'not_placed'; out[#out + 1] = 0; out[#out + 1] = ''
+      out[#out + 1] = 'not_placed'; out[#out + 1] = 0; out[#out + 1] = ''; out[#out + 1] = ''
     else
       local field = id .. '#' .. attempt
       local holder = redis.call('HGET', K_LAUNCHES, field)
       local blob = redis.call('HGET', K_JOBS, id)
       if holder and tonumber(holder) ~= epoch then
-        out[#out + 1] = 'claimed'; out[#out + 1] = tonumber(holder); out[#out + 1] = blob
+        out[#out + 1] = 'claimed'; out[#out + 1] = tonumber(holder); out[#out + 1] = blob; out[#out + 1] = token
       else
         if not holder then
           redis.call('HSET', K_LAUNCHES, field, epoch)
           redis.call('RPUSH', K_LOG, field .. ' ' .. epoch .. ' ' .. now)
         end
-        out[#out + 1] = 'launch'; out[#out + 1] = epoch; out[#out + 1] = blob
+        out[#out + 1] = 'launch'; out[#out + 1] = epoch; out[#out + 1] = blob; out[#out + 1] = token
       end
     end
   end
