@@ -55,7 +55,8 @@ class Run:
     by_call: Counter[str] = field(default_factory=Counter)
 
 
-def one_run(kind: str, catalog: Catalog, url: str, n: int, batch: int) -> Run:
+def one_run(kind: str, catalog: Catalog, url: str, n: int, batch: int, rate: float) -> Run:
+    """Decide n jobs; submitted in batches, at `rate` jobs/s (0: as fast as the store accepts them)."""
     prefix = f"bench-{secrets.token_hex(4)}"
     store: Store = MemoryStore(catalog) if kind == "memory" else RedisStore(catalog, url, key_prefix=prefix)
     clock = WallClock()
@@ -87,6 +88,8 @@ def one_run(kind: str, catalog: Catalog, url: str, n: int, batch: int) -> Run:
     svc.start()
     began = time.perf_counter()
     for i in range(0, n, batch):
+        if rate > 0:
+            time.sleep(max(0.0, began + i / rate - time.perf_counter()))
         out = svc.submit(specs[i : i + batch])
         now = time.perf_counter()
         for job, _ in out:
@@ -116,7 +119,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=4000)
     p.add_argument("--batch", type=int, default=100, help="jobs per submit call")
-    p.add_argument("--runs", type=int, default=3, help="runs per store (alternating); medians are printed")
+    p.add_argument("--rate", type=float, default=1000.0, help="offered jobs/s of the paced runs")
+    p.add_argument("--runs", type=int, default=3, help="runs per store and mode (alternating); medians printed")
     p.add_argument(
         "--redis-url",
         default=os.environ.get("GRAVITY_BENCH_REDIS_URL")
@@ -125,28 +129,28 @@ def main() -> int:
     )
     args = p.parse_args()
     catalog = load_catalog()
-    runs: dict[str, list[Run]] = {"memory": [], "redis": []}
+    modes = {"saturated": 0.0, f"paced {args.rate:g}/s": args.rate}
+    runs: dict[tuple[str, str], list[Run]] = {(m, k): [] for m in modes for k in ("memory", "redis")}
     for _ in range(args.runs):
-        for kind in runs:
-            runs[kind].append(one_run(kind, catalog, args.redis_url, args.jobs, args.batch))
+        for (mode, kind), got in runs.items():
+            got.append(one_run(kind, catalog, args.redis_url, args.jobs, args.batch, modes[mode]))
 
-    def med(kind: str, attr: str) -> float:
-        return statistics.median(getattr(r, attr) for r in runs[kind])
+    def med(mode: str, kind: str, attr: str) -> float:
+        return float(statistics.median(getattr(r, attr) for r in runs[(mode, kind)]))
 
-    print(f"bench_store: {args.jobs} jobs in batches of {args.batch}, {args.runs} runs per store, medians")
-    print(f"{'store':8} {'jobs/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'round trips/job':>16}")
-    for kind in runs:
-        rt = "-" if kind == "memory" else f"{med(kind, 'round_trips_per_job'):.3f}"
-        print(
-            f"{kind:8} {med(kind, 'throughput_jobs_s'):10.0f} {med(kind, 'p50_ms'):9.1f} {med(kind, 'p99_ms'):9.1f} {rt:>16}"
-        )
-    print(
-        f"ratio redis/memory: throughput {med('redis', 'throughput_jobs_s') / med('memory', 'throughput_jobs_s'):.2f}x, "
-        f"p99 {med('redis', 'p99_ms') / med('memory', 'p99_ms'):.2f}x"
-    )
-    last = runs["redis"][-1]
+    print(f"bench_store: {args.jobs} jobs in batches of {args.batch}, {args.runs} runs each, medians")
+    print(f"{'mode':16} {'store':8} {'jobs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'round trips/job':>16}")
+    for mode, kind in runs:
+        rt = "-" if kind == "memory" else f"{med(mode, kind, 'round_trips_per_job'):.3f}"
+        tput, p50, p99 = (med(mode, kind, a) for a in ("throughput_jobs_s", "p50_ms", "p99_ms"))
+        print(f"{mode:16} {kind:8} {tput:8.0f} {p50:8.1f} {p99:8.1f} {rt:>16}")
+    for mode in modes:
+        tput = med(mode, "redis", "throughput_jobs_s") / med(mode, "memory", "throughput_jobs_s")
+        p99 = med(mode, "redis", "p99_ms") / med(mode, "memory", "p99_ms")
+        print(f"ratio redis/memory, {mode}: throughput {tput:.2f}x, p99 latency {p99:.2f}x")
+    last = runs[(next(iter(modes)), "redis")][-1]
     split = ", ".join(f"{k} {v / last.jobs:.3f}" for k, v in last.by_call.most_common())
-    print(f"redis round trips per job by call (last run): {split}")
+    print(f"redis round trips per job by call (last saturated run): {split}")
     return 0
 
 

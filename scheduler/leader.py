@@ -1,14 +1,14 @@
 """Leader election for replicas: a lease in the store, renewed in the background, with an epoch.
 
 Every replica runs a `Leader`; the one whose lease is live leads (plans and launches), the others
-follow (serve reads, accept submissions). The lease lives `ttl_s` in the store and is renewed
-every `ttl_s / 3`. Locally a replica counts itself leader only until `LOCAL_SHARE` of the ttl after
+follow (serve reads, accept submissions). The lease lives `ttl_s` in the store; the leader renews
+it every `ttl_s / 3` and followers try to take it every `ttl_s / 10`. Locally a replica counts itself leader only until `LOCAL_SHARE` of the ttl after
 it *sent* its last successful renewal, so it stops acting before the store lets the lease go:
 a replica paused (SIGSTOP, GC, a VM migration) past its lease wakes up as a follower.
 
 Timing alone is not trusted, though: the epoch (fencing token) travels on every plan and launch
 claim, and the store refuses one from an older epoch (scheduler/store/base.py). Failover takes at
-most the lease TTL (the old lease expiring) plus one renewal interval and one scheduling cycle.
+most the lease TTL (the old lease expiring) plus ttl/10 (the follower's next try) and one cycle.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Leader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._failing = False
 
     def epoch(self) -> int:
         """The epoch this replica leads at, or 0 while it follows (or its lease may have lapsed)."""
@@ -59,8 +60,11 @@ class Leader:
         try:
             epoch = self.store.acquire_lease(self.holder, self.ttl_s)
         except StoreError as exc:
-            log.warning("leader lease not renewed: %s", exc)
+            if not self._failing:  # once per outage, not every renewal
+                log.warning("leader lease not renewed: %s", exc)
+            self._failing = True
             return self.epoch()  # what we hold lapses on its own
+        self._failing = False
         with self._lock:
             before = self._epoch if time.monotonic() < self._valid_until else 0
             self._epoch = epoch
@@ -95,5 +99,7 @@ class Leader:
                 log.warning("leader lease not released (it expires in at most %.1f s): %s", self.ttl_s, exc)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.ttl_s / 3):
+        # The leader renews every ttl/3; a follower asks every ttl/10, so it takes over within
+        # ttl/10 of the old lease running out.
+        while not self._stop.wait(self.ttl_s / 3 if self.is_leader() else self.ttl_s / 10):
             self.renew()

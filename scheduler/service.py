@@ -298,10 +298,20 @@ class SchedulerService:
            by launch id); an attempt that another leader claimed, yet the executor does not run, is lost
         3. lost attempts - and running jobs the executor no longer knows - fail with that cause and are
            retried while retries remain
-        Returns the number of jobs launched or failed.
+        4. work the executor runs for a job the store does not hold as placed or running (cancelled
+           through another replica, or a placement lost with Redis data) is stopped
+        Returns the number of jobs launched, failed or stopped.
         """
         self.reconcile()
         active = self.executor.active()
+        orphans = [
+            job_id
+            for job_id, job in zip(active, self.store.get_many(list(active)), strict=True)
+            if job is None or not job.state.holds_capacity
+        ]
+        for job_id in orphans:
+            log.warning("recovery: stopping %s, which the executor runs but the store does not hold", job_id)
+            self.executor.cancel(job_id)
         placed: list[Job] = []
         lost: list[Job] = []
         token = ""
@@ -334,7 +344,7 @@ class SchedulerService:
             log.warning("recovery: %d attempt(s) lost, failed or retried", len(lost))
         if launched:
             log.info("recovery: %d placed job(s) launched", launched)
-        return launched + len(lost)
+        return launched + len(lost) + len(orphans)
 
     def step(self) -> CycleReport | None:
         """One turn of the background loop: a cycle when this replica leads, nothing when it follows.
@@ -549,12 +559,18 @@ class SchedulerService:
 
     def _loop(self) -> None:
         """Cycle when woken (new work) or every IDLE_S, never more often than tick_s: batches form."""
+        store_down = False
         while not self._stop.is_set():
             began = time.monotonic()
             try:
                 self.step()
+                if store_down:
+                    log.info("store reachable again: scheduling resumed")
+                store_down = False
             except StoreError as exc:  # the store is down: answer UNAVAILABLE meanwhile, retry next tick
-                log.warning("scheduling cycle skipped: %s", exc)
+                if not store_down:
+                    log.warning("scheduling paused, the store is unavailable: %s", exc)
+                store_down = True
             except SchemaError as exc:  # operator action needed; do not spin on it
                 log.error("scheduling paused for %.0f s: %s", SCHEMA_BACKOFF_S, exc)
                 self._stop.wait(SCHEMA_BACKOFF_S)

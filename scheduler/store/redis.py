@@ -65,7 +65,9 @@ CACHE_MAX = 200_000  # decoded jobs kept by (id, token): a token names one versi
 BLOCK_S = 1.0  # longest single XREAD BLOCK of events(); the caller's timeout is served in slices
 
 # Replies that mean "Redis cannot serve this now" rather than a bug: surfaced as StoreError.
-_UNAVAILABLE_REPLIES = ("LOADING", "READONLY", "MASTERDOWN", "MISCONF", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN")
+_UNAVAILABLE_REPLIES = (
+    "LOADING", "READONLY", "MASTERDOWN", "MISCONF", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN", "OOM", "BUSY",
+)  # fmt: skip
 
 
 @dataclass

@@ -140,8 +140,8 @@ def test_sigstop_leader_failover_no_double_launch(tmp_path: Path) -> None:
             assert claims.get(launch_id) == epoch, (
                 f"{launch_id} launched at epoch {epoch}, claimed at {claims.get(launch_id)}"
             )
-        # lease ttl + one renewal interval (ttl/3), with slack for a loaded 2-core machine
-        assert max(failovers) < LEASE_TTL_S * (1 + 1 / 3) + 1.0, failovers
+        # lease ttl + a follower's retry interval (ttl/10), with slack for a loaded 2-core machine
+        assert max(failovers) < LEASE_TTL_S * 1.1 + 0.5, failovers
         print(f"failovers_s={[round(f, 2) for f in failovers]} states={dict(states)} launches={launched}")
     finally:
         sub.close()

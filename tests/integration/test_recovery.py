@@ -20,7 +20,7 @@ from scheduler.executors.sim import SimExecutor
 from scheduler.leader import Leader
 from scheduler.service import SchedulerService
 from scheduler.settings import CycleSettings
-from scheduler.store.base import Plan, Store
+from scheduler.store.base import JobUpdate, Plan, Store
 from scheduler.store.memory import MemoryStore
 from scheduler.store.redis import RedisStore
 from tests.conftest import spec
@@ -107,6 +107,19 @@ def test_restart_relaunches_placed_and_retries_lost(new_store, catalog: Catalog,
     assert set(new.executor.active()) == {running.id, unclaimed.id, queued.id}
     assert new.executor.active()[running.id] == 2
     assert sum(new_leader.store.counts().values()) == 4  # nothing acknowledged is lost
+
+
+def test_recovery_stops_work_the_store_does_not_hold(new_store, catalog: Catalog, clock: ManualClock) -> None:
+    svc = service(new_store(), catalog, clock)
+    (kept, _), (cancelled, _) = svc.submit([spec(runtime_s=600), spec(runtime_s=600)])
+    svc.run_cycle()
+    svc.run_cycle()
+    # cancelled through another replica: the store says cancelled, this executor still runs it
+    svc.store.update(JobUpdate(cancelled.id, JobState.CANCELLED, clock.now(), cancelled_by="elsewhere"))
+    assert set(svc.executor.active()) == {kept.id, cancelled.id}
+    svc.recover()
+    assert set(svc.executor.active()) == {kept.id}
+    assert svc.get(kept.id).state is JobState.RUNNING
 
 
 def test_deposed_leader_neither_commits_nor_launches(new_store, catalog: Catalog, clock: ManualClock) -> None:

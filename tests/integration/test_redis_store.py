@@ -94,7 +94,7 @@ def test_unknown_schema_version_is_a_clear_error(catalog: Catalog) -> None:
     with pytest.raises(SchemaError, match=r"job j-1 .*schema version 99; this Gravity reads version 1"):
         RedisStore(catalog, REDIS_URL).get(job.id)
     client.set(keys.schema, 7)
-    with pytest.raises(SchemaError, match="holds schema version '7'.*another key prefix"):
+    with pytest.raises(SchemaError, match=r"holds schema version '7'.*another key prefix"):
         RedisStore(catalog, REDIS_URL).check()
     with pytest.raises(app.ConfigError, match="schema version '7'"):
         app.make_store(REDIS_URL, catalog)
