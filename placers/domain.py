@@ -189,6 +189,7 @@ class Job:
     log_tail: str = ""
     attempts: tuple[Attempt, ...] = ()
     cancelled_by: str = ""
+    decided_at: UnixSeconds | None = None  # first scheduling decision: placed, waiting or rejected
 
     def evolve(self, **changes: object) -> Job:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -2,9 +2,10 @@
 
 Every replica runs a `Leader`; the one whose lease is live leads (plans and launches), the others
 follow (serve reads, accept submissions). The lease lives `ttl_s` in the store; the leader renews
-it every `ttl_s / 3` and followers try to take it every `ttl_s / 10`. Locally a replica counts itself leader only until `LOCAL_SHARE` of the ttl after
-it *sent* its last successful renewal, so it stops acting before the store lets the lease go:
-a replica paused (SIGSTOP, GC, a VM migration) past its lease wakes up as a follower.
+it every `ttl_s / 3` and followers try to take it every `ttl_s / 10`. Locally a replica counts
+itself leader only until `LOCAL_SHARE` of the ttl after it *sent* its last successful renewal, so
+it stops acting before the store lets the lease go: a replica paused (SIGSTOP, GC, a VM
+migration) past its lease wakes up as a follower.
 
 Timing alone is not trusted, though: the epoch (fencing token) travels on every plan and launch
 claim, and the store refuses one from an older epoch (scheduler/store/base.py). Failover takes at

@@ -19,6 +19,7 @@ recovers (`recover`): the store and the executor are made to agree before anythi
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import threading
@@ -28,8 +29,8 @@ from dataclasses import dataclass, field
 
 from placers.capacity import FULL
 from placers.catalog import Catalog, Site
-from placers.domain import Job, JobSpec, JobState, Placement
-from placers.explain import Explanation, explain, rejection_text, waiting_text
+from placers.domain import Attempt, Job, JobSpec, JobState, Placement
+from placers.explain import Explanation, explain, rejection_text, waiting_texts
 from placers.problem import PlacementProblem, ProblemSettings, Reason, build_problem
 from placers.result import PlacementResult, Placer
 from scheduler.admission import resolve_datasets, validate, validate_batch
@@ -53,6 +54,7 @@ log = logging.getLogger("gravity.scheduler")
 MAX_COMMIT_TRIES = 3
 IDLE_S = 0.5  # an idle scheduler still cycles this often, to see execution events
 SCHEMA_BACKOFF_S = 30.0  # a store holding data of an unknown schema is re-checked this often, not in a loop
+RETRY_SLACK_GPUS = 8.0  # waiting work retried on top of twice the GPUs just freed
 
 
 class NotFound(LookupError):
@@ -82,14 +84,8 @@ class SiteView:
     site: Site
     pools: tuple[PoolView, ...]
     available: bool
-
-    @property
-    def total_gpus(self) -> int:
-        return sum(p.total_gpus for p in self.pools)
-
-    @property
-    def free_gpus(self) -> float:
-        return sum(p.free_gpus for p in self.pools)
+    total_gpus: int  # the site's pools, capped by its burst quota
+    free_gpus: float  # likewise
 
 
 @dataclass
@@ -106,9 +102,13 @@ class CycleReport:
     stats: dict[str, float] = field(default_factory=dict)
 
 
+_ID_PREFIX = secrets.token_hex(3)  # this process
+_ID_COUNTER = itertools.count()
+
+
 def new_job_id() -> str:
-    """Time-ordered and unique: 'j-' + milliseconds (hex) + 32 random bits."""
-    return f"j-{int(time.time() * 1000):011x}{secrets.token_hex(4)}"
+    """Time-ordered and unique across replicas: 'j-' + ms (hex) + process prefix + counter."""
+    return f"j-{int(time.time() * 1000):011x}{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFF:05x}"
 
 
 class SchedulerService:
@@ -142,7 +142,7 @@ class SchedulerService:
             replica_ttl_s=self.cycle.replica_ttl_s, service_horizon_s=self.cycle.service_horizon_s
         )
         self._parked: dict[str, float] = {}  # waiting job id -> retry no later than this
-        self._capacity_freed = True
+        self._freed_gpus = 0.0  # GPUs released since the last cycle: how much waiting work to retry
         self._last_full_retry = float("-inf")
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -190,7 +190,7 @@ class SchedulerService:
         if updated is None:
             return self.get(job_id)
         if job.state.holds_capacity:
-            self._capacity_freed = True
+            self._freed_gpus += job.spec.gpu_equivalents * job.spec.replicas
             self.executor.cancel(job_id)
         self._parked.pop(job_id, None)
         self._wake.set()
@@ -236,7 +236,11 @@ class SchedulerService:
                 )
                 for p in site.pools
             )
-            views.append(SiteView(site, pools, site.name not in down))
+            free = sum(p.free_gpus for p in pools)
+            if site.burst_quota_gpus is not None:
+                free = min(free, snap.capacity.site_quota_free[self.catalog.site_index[site.name]] / FULL)
+            total = self.catalog.total_gpus(site.name)
+            views.append(SiteView(site, pools, site.name not in down, total, free))
         return views
 
     # ================================================================== the cycle
@@ -297,7 +301,7 @@ class SchedulerService:
         2. placed jobs the executor does not run are launched (claimed first; launch is idempotent
            by launch id); an attempt that another leader claimed, yet the executor does not run, is lost
         3. lost attempts - and running jobs the executor no longer knows - fail with that cause and are
-           retried while retries remain
+           retried, as platform failures, without using the job's max_retries
         4. work the executor runs for a job the store does not hold as placed or running (cancelled
            through another replica, or a placement lost with Redis data) is stopped
         Returns the number of jobs launched, failed or stopped.
@@ -332,16 +336,16 @@ class SchedulerService:
                     j.id,
                     JobState.FAILED,
                     now,
-                    reason=f"lost: the executor does not run attempt {len(j.attempts)} "
+                    reason=f"{INFRA_PREFIX}lost: the executor does not run attempt {len(j.attempts)} "
                     "(scheduler restart or leader change)",
                     attempt=len(j.attempts),
-                    requeue=_retries_left(j),
+                    requeue=True,  # the platform lost it, not the job's fault: retried without using max_retries
                 )
                 for j in lost
             ]
             self.store.update_many(updates)
-            self._capacity_freed = True
-            log.warning("recovery: %d attempt(s) lost, failed or retried", len(lost))
+            self._freed_gpus += sum(j.spec.gpu_equivalents * j.spec.replicas for j in lost)
+            log.warning("recovery: %d lost attempt(s) retried", len(lost))
         if launched:
             log.info("recovery: %d placed job(s) launched", launched)
         return launched + len(lost) + len(orphans)
@@ -364,7 +368,7 @@ class SchedulerService:
                 self._recover_due = True
                 self.recover()
                 self._led_epoch, self._recover_due = epoch, False
-                self._capacity_freed = True
+                self._last_full_retry = float("-inf")  # a new leader decides all waiting work afresh
             return self.run_cycle()
         except StoreError:
             self._recover_due = True  # a commit or claim may have applied without our knowing
@@ -373,18 +377,34 @@ class SchedulerService:
     # ------------------------------------------------------------------ steps
 
     def _take(self, now: float) -> list[Job]:
-        """New pending jobs, plus waiting ones when capacity freed or their retry time has come."""
-        retry_all = self._capacity_freed or now - self._last_full_retry >= self.cycle.retry_waiting_s
-        if retry_all:
-            self._capacity_freed = False
+        """The jobs to decide this cycle, in queue order, at most max_batch.
+
+        New jobs and waiting jobs whose retry time has come always; when capacity freed, waiting
+        jobs in queue order up to about twice the GPUs released (so the work per cycle follows
+        the churn, not the backlog); every retry_waiting_s, all waiting jobs.
+        """
+        full = now - self._last_full_retry >= self.cycle.retry_waiting_s
+        limit = self.cycle.max_batch
+        pending = self.store.pending(limit=limit if full else limit + len(self._parked))
+        if full:
             self._last_full_retry = now
-        pending = self.store.pending(limit=self.cycle.max_batch + (0 if retry_all else len(self._parked)))
-        if retry_all:
+            self._freed_gpus = 0.0
             ids = {j.id for j in pending}
             self._parked = {k: v for k, v in self._parked.items() if k in ids}  # forget jobs gone elsewhere
-            return pending[: self.cycle.max_batch]
-        due = [j for j in pending if self._parked.get(j.id, now) <= now]
-        return due[: self.cycle.max_batch]
+            return pending[:limit]
+        budget = 2 * self._freed_gpus + RETRY_SLACK_GPUS if self._freed_gpus > 0 else 0.0
+        self._freed_gpus = 0.0
+        out: list[Job] = []
+        for job in pending:
+            retry_at = self._parked.get(job.id)
+            if retry_at is None or retry_at <= now:
+                out.append(job)
+            elif budget > 0:
+                out.append(job)
+                budget -= job.spec.gpu_equivalents * job.spec.replicas
+            if len(out) >= limit:
+                break
+        return out
 
     def next_wakeup(self) -> float | None:
         """The earliest time a waiting job is due for another decision (the simulator's next cycle)."""
@@ -428,7 +448,7 @@ class SchedulerService:
         never = problem.never_fits()
         placements: dict[str, Placement] = {}
         rejections: dict[str, str] = {}
-        waits: dict[str, str] = {}
+        waiting: dict[int, tuple[int, str]] = {}
         new_replicas: dict[str, set[str]] = {}
         for d in result.decisions:
             job_id = problem.job_ids[d.job]
@@ -442,7 +462,8 @@ class SchedulerService:
             elif never[d.job]:
                 rejections[job_id] = rejection_text(problem, d.job)
             else:
-                waits[job_id] = waiting_text(problem, d.job, d.reason or int(Reason.CAPACITY), d.note)
+                waiting[d.job] = (d.reason or int(Reason.CAPACITY), d.note)
+        waits = {problem.job_ids[j]: text for j, text in waiting_texts(problem, waiting).items()}
         for dataset, sites in result.new_replicas.items():
             new_replicas.setdefault(dataset, set()).update(sites)
         plan = Plan(
@@ -453,6 +474,7 @@ class SchedulerService:
             new_replicas={k: tuple(sorted(v)) for k, v in new_replicas.items()},
             replica_expires_at=now + self.cycle.replica_ttl_s,
             epoch=self.epoch(),
+            decided_at=now,
         )
         return plan, list(waits)
 
@@ -499,7 +521,7 @@ class SchedulerService:
                     requeue=exc.retryable,
                 )
             )
-            self._capacity_freed = True
+            self._freed_gpus += job.spec.gpu_equivalents * job.spec.replicas
 
     def _apply_events(self, events: Sequence[ExecEvent]) -> None:
         if not events:
@@ -525,6 +547,8 @@ class SchedulerService:
                 )
             else:
                 cause = ev.cause or (f"exit code {ev.exit_code}" if ev.exit_code is not None else "stopped")
+                if ev.infrastructure:
+                    cause = f"{INFRA_PREFIX}{cause}"
                 updates.append(
                     JobUpdate(
                         ev.job_id,
@@ -534,12 +558,12 @@ class SchedulerService:
                         exit_code=ev.exit_code,
                         log_tail=ev.log_tail,
                         attempt=ev.attempt,
-                        requeue=_retries_left(job),
+                        requeue=ev.infrastructure or _retries_left(job),
                     )
                 )
         for update, done in zip(updates, self.store.update_many(updates), strict=True):
             if done is not None and update.state is not JobState.RUNNING:
-                self._capacity_freed = True
+                self._freed_gpus += done.spec.gpu_equivalents * done.spec.replicas
 
     # ================================================================== background loop
 
@@ -583,9 +607,17 @@ class SchedulerService:
                 self._stop.wait(rest)
 
 
+INFRA_PREFIX = "infrastructure: "
+
+
+def _free_retry(attempt: Attempt) -> bool:
+    """Attempts lost to the platform do not count against the job's max_retries."""
+    return attempt.cause.startswith(INFRA_PREFIX)
+
+
 def _retries_left(job: Job) -> bool:
-    """May the job's current attempt, when it fails, be retried? (max_retries counts failed attempts)"""
-    failed_before = sum(1 for a in job.attempts[:-1] if a.state is JobState.FAILED)
+    """May the job's current attempt, when it fails, be retried? (platform losses do not count)"""
+    failed_before = sum(1 for a in job.attempts[:-1] if a.state is JobState.FAILED and not _free_retry(a))
     return failed_before < job.spec.max_retries
 
 

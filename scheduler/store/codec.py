@@ -104,6 +104,7 @@ def status_to_dict(job: Job, placement: Mapping[str, Any] | None = None) -> dict
             [a.number, a.site, a.launched_at, a.ended_at, a.state.value, a.exit_code, a.cause] for a in job.attempts
         ],
         "cancelled_by": job.cancelled_by,
+        "decided_at": job.decided_at,
     }
 
 
@@ -123,6 +124,7 @@ def status_from_dict(d: Mapping[str, Any], spec: JobSpec) -> Job:
         log_tail=d["log_tail"],
         attempts=tuple(Attempt(n, s, la, ea, JobState(st), ec, c) for n, s, la, ea, st, ec, c in d["attempts"]),
         cancelled_by=d["cancelled_by"],
+        decided_at=d["decided_at"],
     )
 
 

@@ -82,20 +82,19 @@ class MemoryStore:
                 pool = self.catalog.pool_index[f"{placement.site}/{placement.pool}"]
                 self._capacity.take(pool, Demand.of(job.spec), placement.bindings)
                 self._allocations[job_id] = placement
-                new = placed(job, placement)
+                new = placed(job, placement, plan.decided_at)
                 self._set(new)
                 self._emit(EventKind.PLACED, new, placement.start_at)
             for job_id, reason in plan.rejections.items():
-                job = self._jobs[job_id]
-                new = rejected(job, reason)
+                new = rejected(self._jobs[job_id], reason, plan.decided_at)
                 self._set(new)
-                self._emit(EventKind.REJECTED, new, job.updated_at)
+                self._emit(EventKind.REJECTED, new, plan.decided_at)
             for job_id, reason in plan.waits.items():
                 job = self._jobs.get(job_id)
-                new_or_none = waiting(job, reason) if job is not None else None
+                new_or_none = waiting(job, reason, plan.decided_at) if job is not None else None
                 if new_or_none is not None:
                     self._set(new_or_none)
-                    self._emit(EventKind.WAITING, new_or_none, new_or_none.updated_at)
+                    self._emit(EventKind.WAITING, new_or_none, plan.decided_at)
             for dataset, sites in plan.new_replicas.items():
                 held = self._replicas.setdefault(dataset, {})
                 for site in sites:

@@ -352,7 +352,7 @@ class RedisStore:
         adds: dict[str, str] = {}
         for job_id, placement in plan.placements.items():
             token, job = current[job_id]
-            new = placed(job, placement)
+            new = placed(job, placement, plan.decided_at)
             new_token = _next_token(token, new)
             where = codec.placement_to_dict(placement)
             adds[job_id] = codec.encode_allocation(where, Demand.of(job.spec))
@@ -367,18 +367,18 @@ class RedisStore:
             written.append((job_id, new_token, new))
         for job_id, reason in plan.rejections.items():
             token, job = current[job_id]
-            new = rejected(job, reason)
+            new = rejected(job, reason, plan.decided_at)
             new_token = _next_token(token, new)
-            args += [job_id, token, new_token, codec.encode_status(new), repr(job.updated_at)]
+            args += [job_id, token, new_token, codec.encode_status(new), repr(plan.decided_at)]
             written.append((job_id, new_token, new))
         n_wait = 0
         for job_id, reason in plan.waits.items():
             entry = current.get(job_id)
-            new_or_none = waiting(entry[1], reason) if entry is not None else None
+            new_or_none = waiting(entry[1], reason, plan.decided_at) if entry is not None else None
             if entry is None or new_or_none is None:
                 continue
             new_token = _next_token(entry[0], new_or_none)
-            args += [job_id, entry[0], new_token, codec.encode_status(new_or_none), repr(new_or_none.updated_at)]
+            args += [job_id, entry[0], new_token, codec.encode_status(new_or_none), repr(plan.decided_at)]
             n_wait += 1
         replicas = [Keys.replica_field(d, s) for d, sites in plan.new_replicas.items() for s in sites]
         payload = codec.allocation_log_entry(adds, ()) if decided else ""
