@@ -135,6 +135,23 @@ def test_commit_places_takes_capacity_and_records_allocation(store: Store) -> No
     ]  # fmt: skip
 
 
+def test_first_decision_time_is_kept(store: Store) -> None:
+    a, b, c = submit(store, job(max_retries=1), job(), job())
+    v = store.snapshot().version
+    assert store.commit(
+        Plan(v, waits={a.id: "waiting: no free capacity"}, rejections={b.id: "never"}, decided_at=T0 + 5)
+    )
+    waited, rej = store.get(a.id), store.get(b.id)
+    assert waited is not None and waited.decided_at == T0 + 5
+    assert rej is not None and rej.decided_at == rej.finished_at == rej.updated_at == T0 + 5
+    assert [e.at for e in store.events(0) if e.kind in (EventKind.WAITING, EventKind.REJECTED)] == [T0 + 5, T0 + 5]
+    snap = store.snapshot()
+    p = placement(store, waited)
+    assert store.commit(Plan(snap.version, placements={a.id: p, c.id: placement(store, c)}, decided_at=T0 + 9))
+    assert store.get(a.id).decided_at == T0 + 5  # type: ignore[union-attr]
+    assert store.get(c.id).decided_at == T0 + 9  # type: ignore[union-attr]
+
+
 def test_stale_plan_is_refused_and_nothing_applied(store: Store) -> None:
     a, b = submit(store, job(), job())
     snap = store.snapshot()
