@@ -72,9 +72,18 @@ def decode_spec(raw: str | bytes, what: str) -> JobSpec:
         raise SchemaError(f"{what}: malformed job spec record ({type(exc).__name__}: {exc})") from None
 
 
-def encode_status(job: Job, placement: Mapping[str, Any] | None = None) -> str:
-    """The job without its spec. `placement`: the placement's dict when the caller has it already."""
-    return _dumps(status_to_dict(job, placement))
+def encode_status(job: Job, placement_json: str | None = None) -> str:
+    """The job without its spec. `placement_json`: the job's placement already encoded (a placement
+    does not change while the job runs, so a store encodes it once per attempt)."""
+    if placement_json is None or job.placement is None:
+        return _dumps(status_to_dict(job))
+    d = status_to_dict(job, {})
+    del d["placement"]
+    return f'{_dumps(d)[:-1]},"placement":{placement_json}}}'
+
+
+def encode_placement(placement: Placement) -> str:
+    return _dumps(placement_to_dict(placement))
 
 
 def decode_status(raw: str | bytes, spec: JobSpec, what: str) -> Job:
@@ -230,9 +239,9 @@ def placement_from_dict(d: Mapping[str, Any]) -> Placement:
 # ---------------------------------------------------------------------- allocations
 
 
-def encode_allocation(placement: Mapping[str, Any], demand: Demand) -> str:
-    """What a placed or running job holds: its placement (as a dict) and the demand it took (for release)."""
-    return _dumps({"v": SCHEMA_VERSION, "placement": placement, "demand": _demand_to_list(demand)})
+def encode_allocation(placement_json: str, demand: Demand) -> str:
+    """What a placed or running job holds: its placement (encoded) and the demand it took (for release)."""
+    return f'{{"v":{SCHEMA_VERSION},"placement":{placement_json},"demand":{_dumps(_demand_to_list(demand))}}}'
 
 
 def allocation_from_dict(d: Mapping[str, Any], what: str) -> tuple[Placement, Demand]:

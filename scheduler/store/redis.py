@@ -142,6 +142,7 @@ class RedisStore:
         self._schema_ok = False
         self._cache: dict[str, tuple[str, Job]] = {}  # job id -> (token, job at that token)
         self._specs: dict[str, JobSpec] = {}  # job id -> spec (immutable)
+        self._placements: dict[str, tuple[Placement, str]] = {}  # job id -> placement, encoded
         self._mirror: _Mirror | None = None
         self._mirror_lock = threading.Lock()
         self._rt_lock = threading.Lock()
@@ -168,6 +169,7 @@ class RedisStore:
         self._schema_ok = False
         self._cache.clear()
         self._specs.clear()
+        self._placements.clear()
         with self._mirror_lock:
             self._mirror = None
         return n
@@ -248,6 +250,24 @@ class RedisStore:
                 self._specs.pop(stale, None)
         self._cache[job_id] = (token, job)
         self._specs[job_id] = job.spec
+
+    def _placement_json(self, job_id: str, placement: Placement | None) -> str | None:
+        """The job's placement encoded, once per placement (transitions of a running job reuse it)."""
+        if placement is None:
+            self._placements.pop(job_id, None)
+            return None
+        return self._encoded_placement(job_id, placement)
+
+    def _encoded_placement(self, job_id: str, placement: Placement) -> str:
+        hit = self._placements.get(job_id)
+        if hit is not None and (hit[0] is placement or hit[0] == placement):
+            return hit[1]
+        if len(self._placements) >= CACHE_MAX:
+            for stale in list(self._placements)[: CACHE_MAX // 2]:
+                self._placements.pop(stale, None)
+        encoded = codec.encode_placement(placement)
+        self._placements[job_id] = (placement, encoded)
+        return encoded
 
     def _spec(self, job_id: str, raw: str | None) -> JobSpec:
         spec = self._specs.get(job_id)
@@ -354,7 +374,7 @@ class RedisStore:
             token, job = current[job_id]
             new = placed(job, placement, plan.decided_at)
             new_token = _next_token(token, new)
-            where = codec.placement_to_dict(placement)
+            where = self._encoded_placement(job_id, placement)
             adds[job_id] = codec.encode_allocation(where, Demand.of(job.spec))
             args += [
                 job_id,
@@ -449,7 +469,7 @@ class RedisStore:
                     u.job_id,
                     token,
                     new_token,
-                    codec.encode_status(new),
+                    codec.encode_status(new, self._placement_json(new.id, new.placement)),
                     job.state.value,
                     new.state.value,
                     kind.value,
