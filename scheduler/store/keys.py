@@ -1,14 +1,14 @@
 """Every Redis key Gravity uses, built here and nowhere else (after arq).
 
 All keys share one prefix (setting `store.key_prefix`, default "gravity"), wrapped in a Redis
-Cluster hash tag - `{gravity}:jobs` - so every key lands in one slot and the Lua scripts that
-touch several keys also run on a cluster. Two deployments sharing one Redis database use two
+Cluster hash tag - `{gravity}:jobs` - so every key lands in one hash slot (one cluster node),
+where the multi-key Lua scripts need them. Two deployments sharing one Redis database use two
 prefixes.
 
     {p}:schema          string  store schema version (scheduler.store.codec.SCHEMA_VERSION)
     {p}:specs           hash    job id -> job spec (JSON), written once at submission
     {p}:jobs            hash    job id -> job status: everything but the spec (JSON), per transition
-    {p}:token           hash    job id -> "rev:state:attempts", the compare-and-set token of a job
+    {p}:token           hash    job id -> "rev:state:attempts:tag", the compare-and-set token of a job
     {p}:requests        hash    client request_id -> job id (idempotent submit)
     {p}:submitted       string  submission counter (list order, page tokens)
     {p}:order           zset    job id by submission number (all jobs, newest = highest)

@@ -5,7 +5,7 @@ differs is where the truth lives and how it stays consistent:
 
 * Every write is one Lua script (scheduler/store/redis_scripts.py), so it is atomic and one round
   trip. Python computes the new records with the shared state machine (transitions.py); a script
-  only checks and applies. A job's compare-and-set token "rev:state:attempts" guards it against a
+  only checks and applies. A job's compare-and-set token "rev:state:attempts:tag" guards it against a
   concurrent writer; the plan version guards capacity (a plan from a stale snapshot is refused,
   nothing applied); the leader epoch fences a deposed leader's commits and launches.
 * A write has been applied in Redis (and handed to its AOF) when the call returns: SubmitJob
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import threading
 import time
 from collections import Counter
@@ -81,7 +82,9 @@ class _Mirror:
 
 
 def _token(rev: int, job: Job) -> str:
-    return f"{rev}:{job.state.value}:{len(job.attempts)}"
+    """A job's compare-and-set token: revision, state and attempt count, plus a random tag so that a
+    revision number reused after Redis lost its last writes (power loss) never looks current."""
+    return f"{rev}:{job.state.value}:{len(job.attempts)}:{secrets.token_hex(3)}"
 
 
 def _next_token(token: str, job: Job) -> str:
@@ -134,6 +137,7 @@ class RedisStore:
         self._acquire = self._r.register_script(lua.ACQUIRE)
         self._release = self._r.register_script(lua.RELEASE)
         self._pending = self._r.register_script(lua.PENDING)
+        self._readjobs = self._r.register_script(lua.READ)
         k = self.keys
         self._write_keys = [
             k.jobs, k.token, k.queue, k.counts, k.seq, k.events, k.job_events,
@@ -272,6 +276,9 @@ class RedisStore:
     def _spec(self, job_id: str, raw: str | None) -> JobSpec:
         spec = self._specs.get(job_id)
         if spec is None:
+            if raw is None:  # evicted from the cache since the caller looked: fetch it
+                with self._io("read specs"):
+                    raw = self._r.hget(self.keys.specs, job_id)
             if raw is None:
                 raise SchemaError(f"job {job_id}: no spec in {self.keys.specs}")
             spec = codec.decode_spec(raw, f"spec of job {job_id} in {self.keys.specs}")
@@ -286,27 +293,37 @@ class RedisStore:
         self._remember(job_id, token, job)
         return job
 
-    def _read(self, job_ids: Sequence[str]) -> dict[str, tuple[str, Job]]:
-        """The current (token, job) of each existing job, read consistently (MULTI), in one round trip.
-        Specs are fetched only for jobs this instance has not seen (they never change)."""
+    def _read(self, job_ids: Sequence[str], *, whole: bool = False) -> dict[str, tuple[str, Job]]:
+        """The current (token, job) of each existing job, read atomically in one round trip.
+
+        Only what this instance lacks travels: a job's status when its token moved since this
+        instance last saw it (`whole`: always), its spec (which never changes) when it never saw
+        the job."""
         if not job_ids:
             return {}
         self.check()
         ids = list(dict.fromkeys(job_ids))
-        unseen = [i for i in ids if i not in self._specs]
+        args: list[Any] = [len(ids)]
+        for i in ids:
+            hit = None if whole else self._cache.get(i)
+            args += [i, hit[0] if hit is not None else "", "0" if i in self._specs else "1"]
+        k = self.keys
         with self._io("read jobs"):
-            pipe = self._r.pipeline(transaction=True)
-            pipe.hmget(self.keys.token, ids)
-            pipe.hmget(self.keys.jobs, ids)
-            if unseen:
-                pipe.hmget(self.keys.specs, unseen)
-            tokens, statuses, *specs = pipe.execute()
-        raw_specs = dict(zip(unseen, specs[0], strict=True)) if unseen else {}
-        return {
-            i: (t, self._decode(i, t, b, raw_specs.get(i)))
-            for i, t, b in zip(ids, tokens, statuses, strict=True)
-            if t is not None and b is not None
-        }
+            reply = self._readjobs(keys=[k.token, k.jobs, k.specs], args=args, client=self._r)
+        out: dict[str, tuple[str, Job]] = {}
+        again: list[str] = []
+        for n, job_id in enumerate(ids):
+            token, status, spec = reply[3 * n : 3 * n + 3]
+            if not token:
+                continue
+            hit = self._cache.get(job_id)
+            if not status and (hit is None or hit[0] != token):
+                again.append(job_id)  # another thread of ours replaced the cached version meanwhile
+            else:
+                out[job_id] = (token, self._decode(job_id, token, status, spec or None))
+        if again:
+            out.update(self._read(again, whole=True))
+        return out
 
     def _specs_for(self, job_ids: Sequence[str]) -> None:
         """Make sure the spec of each job is known here (one round trip for those that are not)."""
@@ -325,6 +342,7 @@ class RedisStore:
         if not jobs:
             return []
         chunks = [jobs[i : i + SUBMIT_CHUNK] for i in range(0, len(jobs), SUBMIT_CHUNK)]
+        tokens = {job.id: _token(1, job) for job in jobs}
         calls: list[list[Any]] = []
         for chunk in chunks:
             args: list[Any] = [self.event_history, lua.TIER_SHIFT, len(chunk)]
@@ -336,7 +354,7 @@ class RedisStore:
                     codec.encode_status(job),
                     _tier(job.spec.priority),
                     repr(job.created_at),
-                    _token(1, job),
+                    tokens[job.id],
                 ]
             calls.append(args)
         replies = self._eval_many(
@@ -354,7 +372,7 @@ class RedisStore:
             for i, job in enumerate(chunk):
                 created, job_id, status, spec, token = reply[5 * i : 5 * i + 5]
                 if int(created):
-                    self._remember(job.id, _token(1, job), job)
+                    self._remember(job.id, tokens[job.id], job)
                     out.append((job, True))
                 else:
                     out.append((self._decode(job_id, token, status, spec), False))

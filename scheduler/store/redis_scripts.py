@@ -2,7 +2,7 @@
 
 Python computes every new record (the state machine lives in scheduler/store/transitions.py);
 the scripts only check and apply: the plan version, the leader epoch (fencing), and each job's
-compare-and-set token "rev:state:attempts" (scheduler/store/keys.py lists the keys). Scripts
+compare-and-set token "rev:state:attempts:tag" (scheduler/store/keys.py lists the keys). Scripts
 take all their key names from KEYS (in the order of `*_KEYS` below) and ARGV.
 """
 
@@ -230,7 +230,7 @@ for i = 0, n - 1 do
   else
     local token = redis.call('HGET', K_TOKEN, id)
     local state, n_attempts = nil, nil
-    if token then state, n_attempts = string.match(token, '^%d+:(%a+):(%d+)$') end
+    if token then state, n_attempts = string.match(token, '^%d+:(%a+):(%d+):') end
     if state ~= 'placed' or n_attempts ~= attempt then
       out[#out + 1] = 'not_placed'; out[#out + 1] = 0; out[#out + 1] = ''; out[#out + 1] = ''
     else
@@ -284,6 +284,41 @@ for i = 1, #ids do out[i] = ids[i] end
 for s = 1, #ids, 1000 do  -- unpack() takes a few thousand values at most
   local tokens = redis.call('HMGET', KEYS[2], unpack(ids, s, math.min(s + 999, #ids)))
   for i = 1, #tokens do out[#ids + s + i - 1] = tokens[i] or '' end
+end
+return out
+"""
+
+# KEYS: token, jobs, specs. ARGV: n, then per job: id, the token the caller holds ('' = none),
+# 1 when the caller lacks the spec. Returns per job: token ('' = no such job), status ('' when the
+# caller's token is current), spec ('' unless asked for): a reader moves only what it lacks.
+READ = """
+local n = tonumber(ARGV[1])
+local out = {}
+for s = 0, n - 1, 500 do
+  local e = math.min(s + 499, n - 1)
+  local ids = {}
+  for i = s, e do ids[#ids + 1] = ARGV[2 + i * 3] end
+  local tokens = redis.call('HMGET', KEYS[1], unpack(ids))
+  local stale, specs = {}, {}
+  for k = 1, #ids do
+    local i = s + k - 1
+    if tokens[k] and tokens[k] ~= ARGV[3 + i * 3] then stale[#stale + 1] = ids[k] end
+    if tokens[k] and ARGV[4 + i * 3] == '1' then specs[#specs + 1] = ids[k] end
+  end
+  local statuses, raw_specs = {}, {}
+  if #stale > 0 then
+    local got = redis.call('HMGET', KEYS[2], unpack(stale))
+    for k = 1, #stale do statuses[stale[k]] = got[k] end
+  end
+  if #specs > 0 then
+    local got = redis.call('HMGET', KEYS[3], unpack(specs))
+    for k = 1, #specs do raw_specs[specs[k]] = got[k] end
+  end
+  for k = 1, #ids do
+    out[#out + 1] = tokens[k] or ''
+    out[#out + 1] = statuses[ids[k]] or ''
+    out[#out + 1] = raw_specs[ids[k]] or ''
+  end
 end
 return out
 """
