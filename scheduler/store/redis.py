@@ -62,7 +62,7 @@ ALLOC_LOG_KEEP = 20_000  # allocation-log entries kept; a mirror further behind 
 LAUNCH_LOG_KEEP = 1_000_000
 SUBMIT_CHUNK = 1_000  # jobs per submit script (one pipeline carries all chunks of a call)
 MAX_CAS_TRIES = 50  # re-reads of a job whose token moved under an update before giving up
-CACHE_MAX = 200_000  # decoded jobs kept by (id, token): a token names one version of a job
+CACHE_MAX = 50_000  # decoded jobs (and specs, placements) kept per instance: the active working set
 BLOCK_S = 1.0  # longest single XREAD BLOCK of events(); the caller's timeout is served in slices
 
 # Replies that mean "Redis cannot serve this now" rather than a bug: surfaced as StoreError.

@@ -170,3 +170,29 @@ def test_events_wait_across_instances(catalog: Catalog) -> None:
     writer.update(JobUpdate(job.id, JobState.CANCELLED, 2.0))
     got = watcher.events(last, job.id, timeout_s=2.0)
     assert [e.job.state for e in got] == [JobState.CANCELLED] and got[0].job.spec == job.spec
+
+
+def test_big_submissions_survive_a_script_cache_flush(catalog: Catalog, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A submission of several script chunks in one pipeline, before and after Redis forgot its
+    scripts (as after a restart): NOSCRIPT is answered by loading them again, nothing is lost."""
+    import redis as redis_client
+
+    from tests.integration.harness import RedisServer
+
+    fresh_redis().close()
+    server = RedisServer(tmp_path)  # a private server: SCRIPT FLUSH must not touch the shared one
+    server.start()
+    try:
+        store = RedisStore(catalog, server.url)
+        n = redis_store.SUBMIT_CHUNK * 2 + 500
+        first = store.submit([Job(f"j-a{i}", spec(request_id=f"a{i}"), JobState.PENDING, 1.0, 1.0) for i in range(n)])
+        redis_client.Redis(port=server.port).script_flush()
+        second = store.submit([Job(f"j-b{i}", spec(request_id=f"b{i}"), JobState.PENDING, 1.0, 1.0) for i in range(n)])
+        again = store.submit([Job(f"j-c{i}", spec(request_id=f"a{i}"), JobState.PENDING, 1.0, 1.0) for i in range(n)])
+        assert all(c for _, c in first) and all(c for _, c in second)
+        assert [j.id for j, c in again if not c] == [j.id for j, _ in first]
+        assert store.counts()[JobState.PENDING] == 2 * n
+        assert store.round_trips_by_call["submit"] == 1 + 3 + 1  # the flush cost one reload and a resend
+        store.close()
+    finally:
+        server.stop()
