@@ -53,11 +53,11 @@ from scheduler.store.base import (
     StoreError,
 )
 from scheduler.store.keys import DEFAULT_PREFIX, REPLICA_SEPARATOR, Keys
+from scheduler.store.memory import EVENT_HISTORY  # events kept (here about: a stream is trimmed by whole nodes)
 from scheduler.store.transitions import apply_update, matches, placed, rejected, waiting
 
 log = logging.getLogger("gravity.store.redis")
 
-EVENT_HISTORY = 200_000  # events kept (approximately: the stream is trimmed by whole nodes)
 ALLOC_LOG_KEEP = 20_000  # allocation-log entries kept; a mirror further behind reloads all allocations
 LAUNCH_LOG_KEEP = 1_000_000
 SUBMIT_CHUNK = 1_000  # jobs per submit script (one pipeline carries all chunks of a call)
