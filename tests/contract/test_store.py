@@ -348,12 +348,17 @@ def test_events_wait_until_timeout_or_news(store: Store) -> None:
     assert store.events(last, timeout_s=0.3) == []
     assert 0.25 <= time.monotonic() - began < 2.0
     later = job()
-    threading.Timer(0.2, lambda: store.submit([later])).start()
+    writer = threading.Timer(0.2, lambda: store.submit([later]))
+    writer.start()
     began = time.monotonic()
     got = store.events(last, timeout_s=5.0)
+    writer.join()
     assert [e.job.id for e in got] == [later.id] and time.monotonic() - began < 2.0
-    threading.Timer(0.2, lambda: store.update(JobUpdate(a.id, JobState.CANCELLED, T0))).start()
-    got = store.events(store.last_seq(), a.id, timeout_s=5.0)
+    last = store.last_seq()
+    writer = threading.Timer(0.2, lambda: store.update(JobUpdate(a.id, JobState.CANCELLED, T0)))
+    writer.start()
+    got = store.events(last, a.id, timeout_s=5.0)
+    writer.join()  # its reply is read before the store closes
     assert [e.kind for e in got] == [EventKind.CANCELLED]
 
 
