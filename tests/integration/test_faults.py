@@ -77,19 +77,19 @@ def test_kill9_scheduler_during_2000_submissions(tmp_path: Path) -> None:
         proc.start()
         proc.wait_ready()
         feeder = sub.run([job_spec(i) for i in range(n)], threads=4, budget_s=150)
+        # three kills at random points of the stream: somewhere in 5-30 %, 35-60 % and 65-90 % acknowledged
+        rng = random.Random()
         kills = 0
-        rng = random.Random(4)
-        while feeder.is_alive() and kills < 4:
-            time.sleep(rng.uniform(0.5, 2.5))
-            if not feeder.is_alive():
-                break
+        for low, high in ((0.05, 0.30), (0.35, 0.60), (0.65, 0.90)):
+            at = rng.uniform(low, high) * n
+            while len(sub.acked) < at and feeder.is_alive():
+                time.sleep(0.002)
             proc.kill9()
             kills += 1
             proc.start()
             proc.wait_ready()
         feeder.join(150)
         assert not feeder.is_alive() and not sub.errors, sub.errors[:3]
-        assert kills >= 2, "the stream ended before the scheduler could be killed twice"
         states = check_every_acked_job_once_and_terminal(sub, n, timeout_s=120)
         launched = check_launches(proc.journals())
         print(f"kills={kills} retries={sub.retries} states={dict(states)} launches={launched}")
@@ -141,7 +141,7 @@ def test_sigstop_leader_failover_no_double_launch(tmp_path: Path) -> None:
                 f"{launch_id} launched at epoch {epoch}, claimed at {claims.get(launch_id)}"
             )
         # lease ttl + a follower's retry interval (ttl/10), with slack for a loaded 2-core machine
-        assert max(failovers) < LEASE_TTL_S * 1.1 + 0.5, failovers
+        assert max(failovers) < LEASE_TTL_S * 1.1 + 1.0, failovers
         print(f"failovers_s={[round(f, 2) for f in failovers]} states={dict(states)} launches={launched}")
     finally:
         sub.close()
