@@ -114,6 +114,12 @@ def collect(stub: pb_grpc.SchedulerStub, ids: dict[str, float], timeout_s: float
     return sorted(latencies.values()), len(placed)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), for CPU cost per job independent of load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))] if values else float("nan")
 
@@ -151,6 +157,7 @@ def run(mode: str, args: argparse.Namespace) -> dict[str, float]:
             p.start()
         for _ in procs:
             assert queue.get() == "ready"
+        cpu0 = cpu_seconds(server.pid)
         t0 = time.time()
         go.set()
         ids: dict[str, float] = {}
@@ -161,6 +168,7 @@ def run(mode: str, args: argparse.Namespace) -> dict[str, float]:
         elapsed = time.time() - t0
         latencies, placed = collect(stub, ids, timeout_s=60)
         drained = time.time() - t0
+        cpu = cpu_seconds(server.pid) - cpu0  # includes the collection's ListJobs calls: an upper bound
         channel.close()
         return {
             "accepted_per_s": len(ids) / elapsed,
@@ -169,6 +177,7 @@ def run(mode: str, args: argparse.Namespace) -> dict[str, float]:
             "placed": placed,
             "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
             "p99_ms": 1000 * pct(latencies, 99),
+            "cpu_ms_per_job": 1000 * cpu / max(1, len(ids)),
         }
     finally:
         server.terminate()
@@ -190,12 +199,12 @@ def main() -> None:
         args.seconds = 3.0
     cpus = os.cpu_count()
     print(f"machine: {cpus} CPUs; {args.clients} client processes; tick {args.tick}s; {args.seconds:.0f}s per mode")
-    print(f"{'mode':<8} {'accepted/s':>11} {'placed/s':>9} {'jobs':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'mode':<8} {'accepted/s':>11} {'placed/s':>9} {'jobs':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/job':>11}")
     for mode in ("single", "batch"):
         r = run(mode, args)
         print(
             f"{mode:<8} {r['accepted_per_s']:>11,.0f} {r['placed_per_s']:>9,.0f} {r['jobs']:>8,.0f} "
-            f"{r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f}"
+            f"{r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['cpu_ms_per_job']:>11.2f}"
         )
 
 
