@@ -123,7 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (default 127.0.0.1:50051)")
     p.add_argument("--catalog", metavar="PATH", help="site catalog YAML, or 'default'")
     p.add_argument("--placer", metavar="NAME", help="placement policy (default greedy)")
-    p.add_argument("--store-url", metavar="URL", help="memory:// or redis://host:port/db")
+    p.add_argument(
+        "--store-url",
+        "--redis-url",
+        dest="store_url",
+        metavar="URL",
+        help="memory:// (this process only) or redis://host:port/db (durable, replicas; docs/durability.md)",
+    )
     p.add_argument("--executor", choices=("ray", "sim"), help="run jobs on Ray, or simulate them")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray address (default: an embedded local Ray)")
     p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ...")

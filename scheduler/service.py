@@ -13,6 +13,10 @@ One cycle, as a recipe (Kueue-style), on a frozen snapshot with an injected cloc
     7. launch     placed jobs on the executor
 
 The gRPC layer, the CLI and the simulator all drive this same class.
+
+Replicas: only the leader (`is_leader`, a lease in the store; scheduler/leader.py) cycles; the
+others serve reads and accept submissions. On becoming leader - and after a restart - it first
+recovers (`recover`): the store and the executor are made to agree before anything new is planned.
 """
 
 from __future__ import annotations
@@ -30,19 +34,30 @@ from placers.catalog import Catalog, Site
 from placers.domain import Attempt, Job, JobSpec, JobState, Placement
 from placers.explain import Explanation, explain, rejection_text, waiting_texts
 from placers.problem import PlacementProblem, ProblemSettings, Reason, build_problem
-from placers.result import Placer
+from placers.result import PlacementResult, Placer
 from scheduler.admission import resolve_datasets, validate, validate_batch
 from scheduler.clock import Clock
 from scheduler.executors.base import ExecEvent, ExecEventKind, Executor, LaunchError, LaunchRequest
 from scheduler.finops.budgets import BudgetState, Verdict
 from scheduler.finops.governance import Governance
 from scheduler.settings import CycleSettings
-from scheduler.store.base import JobEvent, JobQuery, JobUpdate, Plan, Snapshot, Store
+from scheduler.store.base import (
+    ClaimVerdict,
+    JobEvent,
+    JobQuery,
+    JobUpdate,
+    Plan,
+    SchemaError,
+    Snapshot,
+    Store,
+    StoreError,
+)
 
 log = logging.getLogger("gravity.scheduler")
 
 MAX_COMMIT_TRIES = 3
 IDLE_S = 0.5  # an idle scheduler still cycles this often, to see execution events
+SCHEMA_BACKOFF_S = 30.0  # a store holding data of an unknown schema is re-checked this often, not in a loop
 RETRY_SLACK_GPUS = 8.0  # waiting work retried on top of twice the GPUs just freed
 
 
@@ -114,6 +129,7 @@ class SchedulerService:
         budget_tag: str = "cost_center",
         new_id: Callable[[], str] = new_job_id,
         epoch: Callable[[], int] = lambda: 0,
+        is_leader: Callable[[], bool] = lambda: True,
         governance: Governance | None = None,
     ) -> None:
         """`governance` (tag taxonomy, budgets, audit, metrics) defaults to one with no taxonomy whose
@@ -134,6 +150,7 @@ class SchedulerService:
         )
         self.new_id = new_id
         self.epoch = epoch
+        self.is_leader = is_leader
         self.problem_settings = ProblemSettings(
             replica_ttl_s=self.cycle.replica_ttl_s, service_horizon_s=self.cycle.service_horizon_s
         )
@@ -143,6 +160,9 @@ class SchedulerService:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._led_epoch: int | None = None  # the epoch this replica last recovered at; None while following
+        self._recover_due = False  # a store error interrupted a cycle: recover before the next one
+        self._unapplied: list[ExecEvent] = []  # execution events polled but not yet stored
         self.last_report = CycleReport()
 
     # ================================================================== client operations
@@ -259,7 +279,7 @@ class SchedulerService:
                 result = self.placer.place(problem)
                 # 5b. govern
                 verdict = self.governance.review(budgets, problem, result)
-                plan, waiting = self._plan(problem, verdict, snap, now)
+                plan, waiting = self._plan(problem, result, snap, now, verdict)
                 by_id = {j.id: j for j in jobs}
                 plan = replace(plan, audit=self.governance.audit(problem, plan, verdict, by_id, now))
                 retry_at = {
@@ -278,32 +298,107 @@ class SchedulerService:
                     first = [j for j in jobs if j.decided_at is None]
                     self.governance.decided(plan, first, self.clock.now())  # latency up to the commit
                     # 7. launch
-                    report.launched = self._launch(plan)
+                    report.launched = self._launch(plan, {j.id: len(j.attempts) + 1 for j in jobs})
                     break
                 report.conflicts += 1
-                jobs = [j for j in (self.store.get(x.id) for x in jobs) if j and j.state is JobState.PENDING]
+                if not self.is_leader():
+                    break  # refused because a newer leader exists: it plans now
+                jobs = [j for j in self.store.get_many([x.id for x in jobs]) if j and j.state is JobState.PENDING]
         self.governance.tick(now)
         report.duration_s = time.perf_counter() - started
         self.last_report = report
         return report
 
     def reconcile(self) -> int:
-        """Apply execution events to the store; failed attempts are retried while retries remain."""
-        events = self.executor.poll()
-        for ev in events:
-            self._apply(ev)
+        """Apply execution events to the store; failed attempts are retried while retries remain.
+
+        Events are stored in one batch; if the store fails they are kept and applied again next
+        time (updates are idempotent: stale or repeated news about an attempt is ignored)."""
+        events = [*self._unapplied, *self.executor.poll()]
+        self._unapplied = events
+        self._apply_events(events)
+        self._unapplied = []
         return len(events)
 
     def recover(self) -> int:
-        """After a restart: relaunch placed jobs the executor does not know (launch is idempotent)."""
+        """Make the store and the executor agree: after a restart, on becoming leader, after a store error.
+
+        1. apply what the executor reports
+        2. placed jobs the executor does not run are launched (claimed first; launch is idempotent
+           by launch id); an attempt that another leader claimed, yet the executor does not run, is lost
+        3. lost attempts - and running jobs the executor no longer knows - fail with that cause and are
+           retried, as platform failures, without using the job's max_retries
+        4. work the executor runs for a job the store does not hold as placed or running (cancelled
+           through another replica, or a placement lost with Redis data) is stopped
+        Returns the number of jobs launched, failed or stopped.
+        """
+        self.reconcile()
         active = self.executor.active()
-        placed, _ = self.store.list_jobs(JobQuery(states=frozenset({JobState.PLACED}), page_size=1_000_000))
-        n = 0
-        for job in placed:
-            if job.id not in active and job.placement is not None:
-                self._launch_one(job, job.placement)
-                n += 1
-        return n
+        orphans = [
+            job_id
+            for job_id, job in zip(active, self.store.get_many(list(active)), strict=True)
+            if job is None or not job.state.holds_capacity
+        ]
+        for job_id in orphans:
+            log.warning("recovery: stopping %s, which the executor runs but the store does not hold", job_id)
+            self.executor.cancel(job_id)
+        placed: list[Job] = []
+        lost: list[Job] = []
+        token = ""
+        while True:
+            page, token = self.store.list_jobs(
+                JobQuery(states=frozenset({JobState.PLACED, JobState.RUNNING}), page_size=1000, page_token=token)
+            )
+            for job in page:
+                if active.get(job.id) != len(job.attempts):
+                    (placed if job.state is JobState.PLACED else lost).append(job)
+            if not token:
+                break
+        launched = self._launch_claims(self.epoch(), [(j.id, len(j.attempts)) for j in placed], lost)
+        if lost:
+            now = self.clock.now()
+            updates = [
+                JobUpdate(
+                    j.id,
+                    JobState.FAILED,
+                    now,
+                    reason=f"{INFRA_PREFIX}lost: the executor does not run attempt {len(j.attempts)} "
+                    "(scheduler restart or leader change)",
+                    attempt=len(j.attempts),
+                    requeue=True,  # the platform lost it, not the job's fault: retried without using max_retries
+                )
+                for j in lost
+            ]
+            self.store.update_many(updates)
+            self._freed_gpus += sum(j.spec.gpu_equivalents * j.spec.replicas for j in lost)
+            log.warning("recovery: %d lost attempt(s) retried", len(lost))
+        if launched:
+            log.info("recovery: %d placed job(s) launched", launched)
+        return launched + len(lost) + len(orphans)
+
+    def step(self) -> CycleReport | None:
+        """One turn of the background loop: a cycle when this replica leads, nothing when it follows.
+
+        A replica that has just become leader (a new epoch), or whose last cycle hit a store error,
+        recovers first."""
+        if not self.is_leader():
+            if self._led_epoch is not None:
+                log.info("no longer the leader: following")
+            self._led_epoch = None
+            return None
+        epoch = self.epoch()
+        try:
+            if epoch != self._led_epoch or self._recover_due:
+                if self._led_epoch is None:
+                    log.info("leading at epoch %d: recovering", epoch)
+                self._recover_due = True
+                self.recover()
+                self._led_epoch, self._recover_due = epoch, False
+                self._last_full_retry = float("-inf")  # a new leader decides all waiting work afresh
+            return self.run_cycle()
+        except StoreError:
+            self._recover_due = True  # a commit or claim may have applied without our knowing
+            raise
 
     # ------------------------------------------------------------------ steps
 
@@ -346,7 +441,10 @@ class SchedulerService:
         """The earliest time a waiting job is due for another decision (the simulator's next cycle)."""
         return min(self._parked.values(), default=None)
 
-    def _build(self, jobs: Sequence[Job], snap: Snapshot, now: float, budgets: BudgetState) -> PlacementProblem:
+    def _build(
+        self, jobs: Sequence[Job], snap: Snapshot, now: float, budgets: BudgetState | None = None
+    ) -> PlacementProblem:
+        budgets = budgets if budgets is not None else self.governance.budget_state(now)
         return build_problem(
             self.catalog,
             [j.spec for j in jobs],
@@ -379,7 +477,16 @@ class SchedulerService:
             settings=self.problem_settings,
         )
 
-    def _plan(self, problem: PlacementProblem, verdict: Verdict, snap: Snapshot, now: float) -> tuple[Plan, list[str]]:
+    def _plan(
+        self,
+        problem: PlacementProblem,
+        result: PlacementResult,
+        snap: Snapshot,
+        now: float,
+        verdict: Verdict | None = None,
+    ) -> tuple[Plan, list[str]]:
+        """The plan for the placer's result, after the budgets' `verdict` (scheduler.finops) when given."""
+        verdict = verdict or Verdict(result)
         result = verdict.result
         never = problem.never_fits()
         placements: dict[str, Placement] = {}
@@ -420,19 +527,37 @@ class SchedulerService:
         )
         return plan, list(waits)
 
-    def _launch(self, plan: Plan) -> int:
+    def _launch(self, plan: Plan, attempts: Mapping[str, int]) -> int:
+        """Launch the plan's placements (each placed job's attempt number in `attempts`)."""
+        return self._launch_claims(plan.epoch, [(job_id, attempts[job_id]) for job_id in plan.placements])
+
+    def _launch_claims(self, epoch: int, claims: Sequence[tuple[str, int]], lost: list[Job] | None = None) -> int:
+        """Claim the launches in the store at `epoch`, then launch those granted.
+
+        The claim is the fence: a deposed leader's claim is refused before the executor is called.
+        An attempt another epoch claimed goes to `lost` when given (recovery), else is left alone."""
         n = 0
-        for job_id, placement in plan.placements.items():
-            job = self.store.get(job_id)
-            if job is not None and job.state is JobState.PLACED:
-                self._launch_one(job, placement)
+        for claim in self.store.claim_launches(epoch, claims):
+            job = claim.job
+            if claim.verdict is ClaimVerdict.FENCED:
+                log.warning("launch of %s refused: epoch %d is not the leader's", claim.job_id, epoch)
+            elif claim.verdict is ClaimVerdict.CLAIMED and job is not None and lost is not None:
+                lost.append(job)
+            elif claim.verdict is ClaimVerdict.LAUNCH and job is not None and job.placement is not None:
+                if self.epoch() != epoch:
+                    # Paused or cut off since the claim: the lease may be another's now. The claim stays
+                    # ours; whoever leads next finds the attempt not running and retries it.
+                    log.warning("launches at epoch %d stopped: the lease lapsed", epoch)
+                    self._recover_due = True  # still leading at this epoch later? recovery launches them
+                    break
+                self._launch_one(job, job.placement, epoch)
                 n += 1
         return n
 
-    def _launch_one(self, job: Job, placement: Placement) -> None:
+    def _launch_one(self, job: Job, placement: Placement, epoch: int) -> None:
         attempt = len(job.attempts)
         try:
-            self.executor.launch(LaunchRequest(job.id, attempt, job.spec, placement, self.epoch()))
+            self.executor.launch(LaunchRequest(job.id, attempt, job.spec, placement, epoch))
         except LaunchError as exc:
             log.warning("launch of %s at %s failed: %s", job.id, placement.site, exc)
             self.store.update(
@@ -447,41 +572,53 @@ class SchedulerService:
             )
             self._freed_gpus += job.spec.gpu_equivalents * job.spec.replicas
 
-    def _apply(self, ev: ExecEvent) -> None:
-        job = self.store.get(ev.job_id)
-        if job is None:
+    def _apply_events(self, events: Sequence[ExecEvent]) -> None:
+        if not events:
             return
-        if ev.kind is ExecEventKind.STARTED:
-            self.store.update(JobUpdate(ev.job_id, JobState.RUNNING, ev.at, attempt=ev.attempt))
-            return
-        if ev.kind is ExecEventKind.SUCCEEDED:
-            update = JobUpdate(
-                ev.job_id, JobState.SUCCEEDED, ev.at, exit_code=ev.exit_code, log_tail=ev.log_tail, attempt=ev.attempt
-            )
-        else:
-            failed_before = sum(1 for a in job.attempts[:-1] if a.state is JobState.FAILED and not _free_retry(a))
-            cause = ev.cause or (f"exit code {ev.exit_code}" if ev.exit_code is not None else "stopped")
-            if ev.infrastructure:
-                cause = f"{INFRA_PREFIX}{cause}"
-            update = JobUpdate(
-                ev.job_id,
-                JobState.FAILED,
-                ev.at,
-                reason=cause,
-                exit_code=ev.exit_code,
-                log_tail=ev.log_tail,
-                attempt=ev.attempt,
-                requeue=ev.infrastructure or failed_before < job.spec.max_retries,
-            )
-        if self.store.update(update) is not None:
-            self._freed_gpus += job.spec.gpu_equivalents * job.spec.replicas
+        jobs = dict(zip((e.job_id for e in events), self.store.get_many([e.job_id for e in events]), strict=True))
+        updates: list[JobUpdate] = []
+        for ev in events:
+            job = jobs.get(ev.job_id)
+            if job is None:
+                continue
+            if ev.kind is ExecEventKind.STARTED:
+                updates.append(JobUpdate(ev.job_id, JobState.RUNNING, ev.at, attempt=ev.attempt))
+            elif ev.kind is ExecEventKind.SUCCEEDED:
+                updates.append(
+                    JobUpdate(
+                        ev.job_id,
+                        JobState.SUCCEEDED,
+                        ev.at,
+                        exit_code=ev.exit_code,
+                        log_tail=ev.log_tail,
+                        attempt=ev.attempt,
+                    )
+                )
+            else:
+                cause = ev.cause or (f"exit code {ev.exit_code}" if ev.exit_code is not None else "stopped")
+                if ev.infrastructure:
+                    cause = f"{INFRA_PREFIX}{cause}"
+                updates.append(
+                    JobUpdate(
+                        ev.job_id,
+                        JobState.FAILED,
+                        ev.at,
+                        reason=cause,
+                        exit_code=ev.exit_code,
+                        log_tail=ev.log_tail,
+                        attempt=ev.attempt,
+                        requeue=ev.infrastructure or _retries_left(job),
+                    )
+                )
+        for update, done in zip(updates, self.store.update_many(updates), strict=True):
+            if done is not None and update.state is not JobState.RUNNING:
+                self._freed_gpus += done.spec.gpu_equivalents * done.spec.replicas
 
     # ================================================================== background loop
 
     def start(self) -> None:
         if self._thread is not None:
             return
-        self.recover()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="gravity-cycle", daemon=True)
         self._thread.start()
@@ -495,10 +632,21 @@ class SchedulerService:
 
     def _loop(self) -> None:
         """Cycle when woken (new work) or every IDLE_S, never more often than tick_s: batches form."""
+        store_down = False
         while not self._stop.is_set():
             began = time.monotonic()
             try:
-                self.run_cycle()
+                self.step()
+                if store_down:
+                    log.info("store reachable again: scheduling resumed")
+                store_down = False
+            except StoreError as exc:  # the store is down: answer UNAVAILABLE meanwhile, retry next tick
+                if not store_down:
+                    log.warning("scheduling paused, the store is unavailable: %s", exc)
+                store_down = True
+            except SchemaError as exc:  # operator action needed; do not spin on it
+                log.error("scheduling paused for %.0f s: %s", SCHEMA_BACKOFF_S, exc)
+                self._stop.wait(SCHEMA_BACKOFF_S)
             except Exception:  # a bad cycle must not kill the scheduler; it is logged and retried
                 log.exception("scheduling cycle failed")
             self._wake.wait(max(self.cycle.tick_s, IDLE_S))
@@ -514,6 +662,12 @@ INFRA_PREFIX = "infrastructure: "
 def _free_retry(attempt: Attempt) -> bool:
     """Attempts lost to the platform do not count against the job's max_retries."""
     return attempt.cause.startswith(INFRA_PREFIX)
+
+
+def _retries_left(job: Job) -> bool:
+    """May the job's current attempt, when it fails, be retried? (platform losses do not count)"""
+    failed_before = sum(1 for a in job.attempts[:-1] if a.state is JobState.FAILED and not _free_retry(a))
+    return failed_before < job.spec.max_retries
 
 
 def _live_replicas(snap: Snapshot, now: float) -> dict[str, tuple[str, ...]]:

@@ -132,6 +132,28 @@ class FinOpsSettings(BaseModel):
         return self
 
 
+class StoreSettings(BaseModel):
+    """Where state lives beyond `store_url`: Redis key layout, leader lease, timeouts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_prefix: str = Field(
+        default="gravity",
+        pattern=r"^[^{}\s]+$",
+        description="prefix of every Redis key; deployments sharing one Redis database need distinct prefixes",
+    )
+    lease_ttl_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="leader lease: a stopped or partitioned leader is replaced within this plus one cycle",
+    )
+    event_history: int = Field(default=200_000, ge=1000, description="job events kept for WatchJobs")
+    connect_timeout_s: float = Field(default=2.0, gt=0, description="Redis connect timeout")
+    command_timeout_s: float = Field(
+        default=5.0, gt=0, description="Redis reply timeout; past it the call fails UNAVAILABLE"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRAVITY_", env_nested_delimiter="__", extra="forbid")
 
@@ -139,6 +161,7 @@ class Settings(BaseSettings):
     catalog: str = Field(default="default", description="site catalog YAML, or 'default'")
     placer: str = Field(default="greedy", description="placement policy (placers.registry)")
     store_url: str = Field(default="memory://", description="memory:// or redis://host:port/db")
+    store: StoreSettings = Field(default_factory=StoreSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     cycle: CycleSettings = Field(default_factory=CycleSettings)
     budgets_usd: dict[str, float] = Field(

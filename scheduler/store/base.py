@@ -7,6 +7,11 @@ decides, and commits a `Plan` built on that version. `commit` applies the whole 
 nothing; it refuses a plan whose base version is stale (someone placed, released or
 cancelled in between), and the scheduler replans. Submissions do not bump the version:
 new pending work never invalidates a plan.
+
+Replicas (after Chubby/ZooKeeper fencing): one leader at a time holds a lease in the store and
+gets an *epoch* (fencing token) that grows with every new holder. A plan carries the epoch that
+made it and every launch is first *claimed* in the store at that epoch; both are refused once a
+newer leader exists, so a paused or partitioned old leader can neither commit nor launch.
 """
 
 from __future__ import annotations
@@ -72,6 +77,24 @@ class Plan:
     audit: tuple[AuditEntry, ...] = ()  # the decisions' audit trail: appended if and only if the plan applies
 
 
+class ClaimVerdict(enum.StrEnum):
+    LAUNCH = "launch"  # recorded: call the executor (again, at the same epoch: launch is idempotent)
+    FENCED = "fenced"  # the epoch is not the current lease's: this process is not the leader
+    NOT_PLACED = "not_placed"  # the job is no longer placed at that attempt (cancelled, retried, unknown)
+    CLAIMED = "claimed"  # another epoch claimed this attempt: only the executor knows whether it started
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchClaim:
+    """The outcome of claiming one launch; `job` is the job as placed (for LAUNCH and CLAIMED)."""
+
+    job_id: str
+    attempt: int
+    verdict: ClaimVerdict
+    job: Job | None = None
+    claimed_epoch: int = 0  # who holds the claim (the caller's epoch for LAUNCH)
+
+
 @dataclass(frozen=True, slots=True)
 class JobQuery:
     states: frozenset[JobState] = frozenset()
@@ -105,6 +128,10 @@ class Store(Protocol):
 
     def get(self, job_id: str) -> Job | None: ...
 
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """`get` for each id, in order (one round trip where the backend allows)."""
+        ...
+
     def list_jobs(self, query: JobQuery) -> tuple[list[Job], str]:
         """Jobs matching the query, newest first, and the next page token ("" at the end)."""
         ...
@@ -122,6 +149,28 @@ class Store(Protocol):
     def update(self, update: JobUpdate) -> Job | None:
         """Apply an execution or cancel transition; releases capacity when the job stops holding it.
         Returns the job after the change, or None when the update is stale or the job unknown."""
+        ...
+
+    def update_many(self, updates: Sequence[JobUpdate]) -> list[Job | None]:
+        """`update` for each, in order: a later update sees the earlier ones (one batch per cycle)."""
+        ...
+
+    def claim_launches(self, epoch: int, claims: Sequence[tuple[str, int]]) -> list[LaunchClaim]:
+        """Durably record that the leader at `epoch` launches these (job id, attempt) now, before it
+        calls the executor. Refused (FENCED) unless `epoch` is the current lease's epoch (0: allowed
+        only while nobody holds the lease); NOT_PLACED unless the job is placed at that attempt;
+        CLAIMED when another epoch claimed the attempt first. A claim repeated at the same epoch is
+        granted again (the executor's launch is idempotent by launch id)."""
+        ...
+
+    def acquire_lease(self, holder: str, ttl_s: float) -> int:
+        """Take, or renew, the leader lease for `holder` for ttl_s seconds. Returns the lease's epoch
+        (> 0), or 0 while another holder has it. A holder taking a free or expired lease always gets
+        a new epoch, larger than any before."""
+        ...
+
+    def release_lease(self, holder: str) -> None:
+        """Give the lease up now (clean shutdown) if `holder` has it, so a follower takes over at once."""
         ...
 
     def events(self, after_seq: int, job_id: str = "", timeout_s: float = 0.0) -> list[JobEvent]:

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 
 from placers.capacity import CapacityState, Demand
 from placers.catalog import Catalog
-from placers.domain import Attempt, Job, JobState, Placement
+from placers.domain import Job, JobState, Placement
 from scheduler.finops.model import AuditEntry, AuditQuery, Budget, BudgetAlert, VersionMismatch
 from scheduler.store.base import (
+    ClaimVerdict,
     EventKind,
     JobEvent,
     JobQuery,
     JobUpdate,
+    LaunchClaim,
     Plan,
     Snapshot,
 )
-from scheduler.store.transitions import apply_update, matches
+from scheduler.store.transitions import apply_update, matches, placed, rejected, waiting
 
 EVENT_HISTORY = 200_000
 
@@ -46,6 +49,9 @@ class MemoryStore:
         self._alert_keys: set[tuple[str, str, float]] = set()
         self._audit: list[AuditEntry] = []
         self._audit_by_job: dict[str, list[int]] = {}  # job id -> positions in _audit
+        self._claims: dict[tuple[str, int], int] = {}  # (job id, attempt) -> epoch that launched it
+        self._lease: tuple[str, int, float] | None = None  # holder, epoch, expires at (monotonic)
+        self._epoch = 0
 
     # ------------------------------------------------------------------ writes
 
@@ -72,7 +78,7 @@ class MemoryStore:
 
     def commit(self, plan: Plan) -> bool:
         with self._lock:
-            if plan.base_version != self._version:
+            if plan.base_version != self._version or self._fenced(plan.epoch):
                 return False
             for job_id in (*plan.placements, *plan.rejections):
                 job = self._jobs.get(job_id)
@@ -83,34 +89,19 @@ class MemoryStore:
                 pool = self.catalog.pool_index[f"{placement.site}/{placement.pool}"]
                 self._capacity.take(pool, Demand.of(job.spec), placement.bindings)
                 self._allocations[job_id] = placement
-                attempt = Attempt(len(job.attempts) + 1, placement.site, placement.start_at, state=JobState.PLACED)
-                placed = job.evolve(
-                    state=JobState.PLACED,
-                    placement=placement,
-                    reason="",
-                    updated_at=placement.start_at,
-                    attempts=(*job.attempts, attempt),
-                    decided_at=job.decided_at or plan.decided_at,
-                )
-                self._set(placed)
-                self._emit(EventKind.PLACED, placed, placement.start_at)
+                new = placed(job, placement, plan.decided_at)
+                self._set(new)
+                self._emit(EventKind.PLACED, new, placement.start_at)
             for job_id, reason in plan.rejections.items():
-                job = self._jobs[job_id]
-                rejected = job.evolve(
-                    state=JobState.REJECTED,
-                    reason=reason,
-                    finished_at=plan.decided_at,
-                    updated_at=plan.decided_at,
-                    decided_at=job.decided_at or plan.decided_at,
-                )
-                self._set(rejected)
-                self._emit(EventKind.REJECTED, rejected, plan.decided_at)
+                new = rejected(self._jobs[job_id], reason, plan.decided_at)
+                self._set(new)
+                self._emit(EventKind.REJECTED, new, plan.decided_at)
             for job_id, reason in plan.waits.items():
                 job = self._jobs.get(job_id)
-                if job is not None and job.state is JobState.PENDING and job.reason != reason:
-                    waiting = job.evolve(reason=reason, decided_at=job.decided_at or plan.decided_at)
-                    self._set(waiting)
-                    self._emit(EventKind.WAITING, waiting, plan.decided_at)
+                new_or_none = waiting(job, reason, plan.decided_at) if job is not None else None
+                if new_or_none is not None:
+                    self._set(new_or_none)
+                    self._emit(EventKind.WAITING, new_or_none, plan.decided_at)
             for dataset, sites in plan.new_replicas.items():
                 held = self._replicas.setdefault(dataset, {})
                 for site in sites:
@@ -140,6 +131,53 @@ class MemoryStore:
             self._new_event.notify_all()
             return new
 
+    def update_many(self, updates: Sequence[JobUpdate]) -> list[Job | None]:
+        with self._lock:
+            return [self.update(u) for u in updates]
+
+    # ------------------------------------------------------------------ leadership and launches
+
+    def claim_launches(self, epoch: int, claims: Sequence[tuple[str, int]]) -> list[LaunchClaim]:
+        with self._lock:
+            fenced = self._fenced(epoch)
+            out: list[LaunchClaim] = []
+            for job_id, attempt in claims:
+                job = self._jobs.get(job_id)
+                if fenced:
+                    out.append(LaunchClaim(job_id, attempt, ClaimVerdict.FENCED))
+                elif job is None or job.state is not JobState.PLACED or len(job.attempts) != attempt:
+                    out.append(LaunchClaim(job_id, attempt, ClaimVerdict.NOT_PLACED))
+                else:
+                    holder = self._claims.setdefault((job_id, attempt), epoch)
+                    verdict = ClaimVerdict.LAUNCH if holder == epoch else ClaimVerdict.CLAIMED
+                    out.append(LaunchClaim(job_id, attempt, verdict, job, holder))
+            return out
+
+    def acquire_lease(self, holder: str, ttl_s: float) -> int:
+        with self._lock:
+            now = time.monotonic()
+            lease = self._lease
+            if lease is not None and lease[2] > now and lease[0] != holder:
+                return 0
+            if lease is None or lease[2] <= now:
+                self._epoch += 1
+                epoch = self._epoch
+            else:
+                epoch = lease[1]
+            self._lease = (holder, epoch, now + ttl_s)
+            return epoch
+
+    def release_lease(self, holder: str) -> None:
+        with self._lock:
+            if self._lease is not None and self._lease[0] == holder:
+                self._lease = None
+
+    def _fenced(self, epoch: int) -> bool:
+        """True when `epoch` may not act: not the live lease's epoch (0 = only while no lease is held)."""
+        lease = self._lease
+        current = lease[1] if lease is not None and lease[2] > time.monotonic() else 0
+        return epoch != current
+
     def _release(self, job: Job) -> None:
         placement = self._allocations.pop(job.id, None)
         if placement is None:
@@ -167,6 +205,10 @@ class MemoryStore:
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
+
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        with self._lock:
+            return [self._jobs.get(i) for i in job_ids]
 
     def list_jobs(self, query: JobQuery) -> tuple[list[Job], str]:
         with self._lock:

@@ -21,8 +21,11 @@ from scheduler.finops.model import AuditKind, AuditQuery, BreachPolicy, Budget
 from scheduler.finops.periods import parse_period
 from scheduler.service import SchedulerService
 from scheduler.settings import CycleSettings, FinOpsSettings
+from scheduler.store.base import Store
 from scheduler.store.memory import MemoryStore
+from scheduler.store.redis import RedisStore
 from tests.conftest import spec
+from tests.redis_support import REDIS_URL, fresh_redis
 
 NOV_10 = datetime(2026, 11, 10, 9, tzinfo=UTC).timestamp()
 
@@ -62,15 +65,24 @@ def webhook() -> Iterator[Webhook]:
 
 
 class World:
-    """A scheduler over a store that outlives it, so a test can restart the scheduler."""
+    """A scheduler over a store that outlives it, so a test can restart the scheduler.
 
-    def __init__(self, catalog: Catalog, webhook_url: str = "") -> None:
+    With `redis`, the store is a RedisStore on the flushed test database, and a restart opens a
+    new connection to it: nothing survives in the process but the executor."""
+
+    def __init__(self, catalog: Catalog, webhook_url: str = "", *, redis: bool = False) -> None:
         self.catalog = catalog
         self.clock = ManualClock(NOV_10)
-        self.store = MemoryStore(catalog)
+        self.redis = redis
+        if redis:
+            fresh_redis().close()
+        self.store: Store = self.open_store()
         self.executor = SimExecutor(self.clock, catalog)
         self.webhook_url = webhook_url
         self.svc = self.start()
+
+    def open_store(self) -> Store:
+        return RedisStore(self.catalog, REDIS_URL) if self.redis else MemoryStore(self.catalog)
 
     def start(self) -> SchedulerService:
         settings = FinOpsSettings(alert_webhook_url=self.webhook_url)
@@ -83,6 +95,9 @@ class World:
 
     def restart(self) -> SchedulerService:
         self.svc.governance.close()
+        if self.redis:
+            self.store.close()
+            self.store = self.open_store()
         return self.start()
 
     def budget(self, amount: float, policy: BreachPolicy, value: str = "cc-x", tag: str = "cost_center") -> Budget:
@@ -203,8 +218,9 @@ def test_project_budget_with_reject_refuses_even_when_the_cost_center_has_room(c
     assert job.state is JobState.REJECTED and "rejected by budget project=tiny" in job.reason
 
 
-def test_alerts_fire_once_per_threshold_also_across_a_restart(catalog, webhook):
-    w = World(catalog, webhook.url)
+@pytest.mark.parametrize("durable", [False, pytest.param(True, marks=pytest.mark.redis)], ids=["memory", "redis"])
+def test_alerts_fire_once_per_threshold_also_across_a_restart(catalog, webhook, durable):
+    w = World(catalog, webhook.url, redis=durable)
     need = w.cost(train())
     w.budget(need * 3.2, BreachPolicy.ALERT)  # thresholds 50/80/100%
     fired: list[list[float]] = []
