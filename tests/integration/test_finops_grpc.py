@@ -28,6 +28,7 @@ from scheduler.finops.periods import parse_period
 from scheduler.finops.showback import showback
 from scheduler.settings import load_settings
 from scheduler.store.base import JobQuery
+from tests.redis_support import REDIS_URL, fresh_redis
 
 TAXONOMY = {
     "cost_center": {"pattern": "cc-[0-9]{4}"},
@@ -178,8 +179,13 @@ def test_budgets_are_managed_over_grpc():
         assert "amount $500.00 -> $800.00" in trail[1].reason
 
 
-def test_audit_entries_exist_for_every_decision():
-    with running() as (app, channel, _addr):
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_audit_entries_exist_for_every_decision(store):
+    overrides = {}
+    if store == "redis":
+        fresh_redis().close()
+        overrides["store_url"] = REDIS_URL
+    with running(**overrides) as (app, channel, _addr):
         stub = pb_grpc.SchedulerStub(channel)
         fin = fpb_grpc.FinOpsStub(channel)
         long = 30 * 86400.0  # runs (virtually) for the whole test: its committed cost holds the budget
