@@ -106,9 +106,6 @@ class FinOpsSettings(BaseModel):
     idle_share: float = Field(default=0.10, ge=0, le=1, description="report: flag idle reservations above this")
     underused_share: float = Field(default=0.30, ge=0, le=1, description="report: flag fixed pools used less")
     alert_check_s: float = Field(default=1.0, gt=0, description="budgets are checked for alerts this often at most")
-    budget_refresh_s: float = Field(
-        default=1.0, ge=0, description="the cycle re-reads budgets this often (changes from other replicas)"
-    )
 
     @field_validator("tags")
     @classmethod

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
@@ -92,7 +91,7 @@ class Governance:
         self._last_check = -math.inf
         self._recheck = True
         self._follow_ledger = False
-        self._budget_cache: tuple[float, list[Budget]] | None = None
+        self._cycle_budgets: tuple[float, list[Budget]] | None = None  # (cycle time, budgets it read)
         self._seed(budgets_usd or {}, budget_tag)
 
     def _seed(self, budgets_usd: Mapping[str, float], budget_tag: str) -> None:
@@ -113,7 +112,7 @@ class Governance:
 
     def statuses(self, now: float, budgets: Sequence[Budget] | None = None) -> list[BudgetStatus]:
         """Each budget (all, as stored now, unless given) with its spend this month."""
-        budgets = self._budgets(fresh=True) if budgets is None else budgets
+        budgets = self.store.list_budgets() if budgets is None else budgets
         if not budgets:
             return []
         self.ledger.sync()
@@ -125,17 +124,16 @@ class Governance:
         ]
 
     def budget_state(self, now: float) -> BudgetState:
-        """What each budget has left now, for the cycle (budgets re-read at most every budget_refresh_s)."""
-        return BudgetState(self.statuses(now, self._budgets()), now)
+        """What each budget has left now, for a cycle deciding jobs (budgets read once per such cycle)."""
+        budgets = self.store.list_budgets()
+        self._cycle_budgets = (now, budgets)
+        return BudgetState(self.statuses(now, budgets), now)
 
-    def _budgets(self, *, fresh: bool = False) -> list[Budget]:
-        """The stored budgets; the cycle's reads are cached for budget_refresh_s (a store round trip
-        saved per cycle), and a change made through this Governance is seen at once."""
-        t = time.monotonic()
-        cached = self._budget_cache
-        if fresh or cached is None or t - cached[0] >= self.settings.budget_refresh_s:
-            cached = self._budget_cache = (t, self.store.list_budgets())
-        return cached[1]
+    def _budgets_at(self, now: float) -> list[Budget]:
+        """The budgets the cycle at `now` read, or the stored ones when it read none."""
+        if self._cycle_budgets is not None and self._cycle_budgets[0] == now:
+            return self._cycle_budgets[1]
+        return self.store.list_budgets()
 
     def create_budget(self, budget: Budget, actor: str) -> Budget:
         budget.validate()
@@ -152,7 +150,6 @@ class Governance:
             ),
         )
         self._recheck = True
-        self._budget_cache = None
         return stored
 
     def update_budget(self, budget: Budget, expected_version: int, actor: str) -> Budget:
@@ -176,7 +173,6 @@ class Governance:
             ),
         )
         self._recheck = True
-        self._budget_cache = None
         return stored
 
     def delete_budget(self, budget_id: str, expected_version: int, actor: str) -> Budget:
@@ -190,7 +186,6 @@ class Governance:
             ),
         )
         self._recheck = True
-        self._budget_cache = None
         return removed
 
     # ================================================================== the cycle's hooks
@@ -250,7 +245,7 @@ class Governance:
     def check_alerts(self, now: float) -> list[BudgetAlert]:
         """Fire every threshold newly crossed this month (once: the store remembers across restarts)."""
         fired: list[BudgetAlert] = []
-        for s in self.statuses(now, self._budgets()):
+        for s in self.statuses(now, self._budgets_at(now)):
             for t in sorted(s.budget.thresholds):
                 key = (s.budget.id, s.period.label, t)
                 if s.share + 1e-12 < t or key in self._fired:

@@ -350,28 +350,28 @@ def decode_alert(raw: str | bytes, seq: int, what: str) -> BudgetAlert:
         raise SchemaError(f"{what}: malformed alert record ({type(exc).__name__}: {exc})") from None
 
 
-def encode_audit(entries: Sequence[AuditEntry]) -> str:
-    """Audit entries for a store script: a JSON list of [job id, entry record] (seq comes from the store)."""
+def audit_record(e: AuditEntry) -> str:
+    """One audit entry as stored (its seq comes from the store)."""
     return _dumps(
-        [
-            [
-                e.job_id,
-                _dumps(
-                    {
-                        "v": SCHEMA_VERSION,
-                        "at": e.at,
-                        "kind": e.kind.value,
-                        "reason": e.reason,
-                        "job_id": e.job_id,
-                        "actor": e.actor,
-                        "site": e.site,
-                        "tags": dict(e.tags),
-                    }
-                ),
-            ]
-            for e in entries
-        ]
+        {
+            "v": SCHEMA_VERSION,
+            "at": e.at,
+            "kind": e.kind.value,
+            "reason": e.reason,
+            "job_id": e.job_id,
+            "actor": e.actor,
+            "site": e.site,
+            "tags": dict(e.tags),
+        }
     )
+
+
+def audit_args(entries: Sequence[AuditEntry]) -> list[str]:
+    """Audit entries as script arguments: their count, then job id and record of each."""
+    out = [str(len(entries))]
+    for e in entries:
+        out += [e.job_id, audit_record(e)]
+    return out
 
 
 def decode_audit(raw: str | bytes, seq: int, what: str) -> AuditEntry:

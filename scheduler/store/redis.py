@@ -441,7 +441,7 @@ class RedisStore:
         with self._io("commit"):
             verdict = self._commit(
                 keys=[*self._write_keys, self.keys.replicas, *self.keys.audit_keys],
-                args=[*head, *args, *replicas, codec.encode_audit(plan.audit) if plan.audit else ""],
+                args=[*head, *args, *replicas, *codec.audit_args(plan.audit)],
                 client=self._r,
             )
         if not isinstance(verdict, list):
@@ -503,7 +503,7 @@ class RedisStore:
                     "1" if release else "0",
                     _tier(new.spec.priority),
                     payload,
-                    codec.encode_audit(u.audit) if u.audit else "",
+                    *codec.audit_args(u.audit),
                 ]
                 sent.append((i, new_token, new))
                 view[u.job_id] = (new_token, new)  # a later update of the same job builds on this one
@@ -582,7 +582,7 @@ class RedisStore:
                     budget.id,
                     expected_version,
                     codec.encode_budget(stored),
-                    codec.encode_audit([audit]) if audit else "",
+                    *codec.audit_args([audit] if audit else []),
                 ],
                 client=self._r,
             )
@@ -596,7 +596,7 @@ class RedisStore:
         with self._io("delete budget"):
             verdict, version, raw = self._delete_budget(
                 keys=[k.budgets, *k.audit_keys],
-                args=[budget_id, expected_version, codec.encode_audit([audit]) if audit else ""],
+                args=[budget_id, expected_version, *codec.audit_args([audit] if audit else [])],
                 client=self._r,
             )
         if verdict != "ok":

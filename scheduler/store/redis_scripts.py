@@ -69,15 +69,18 @@ local function fenced(epoch)
 end
 """
 
-# Appends audit entries (scheduler.finops) in the same script as the decision they record.
-# `blob` is codec.encode_audit: a JSON list of [job id, entry record]; '' or '[]' appends nothing.
+# Appends audit entries (scheduler.finops) in the same script as the decision they record, from
+# ARGV[at]: their count n, then job id and record of each (codec.audit_args). Returns the index
+# after them.
 _AUDIT = """
-local function audit_append(k_audit, k_seq, k_jobs, blob)
-  if blob == nil or blob == '' or blob == '[]' then return end
-  for _, e in ipairs(cjson.decode(blob)) do
-    local seq = redis.call('INCR', k_seq)
-    redis.call('XADD', k_audit, seq .. '-0', 'e', e[2])
-    local id = e[1]
+local function audit_append(k_audit, k_seq, k_jobs, at)
+  local n = tonumber(ARGV[at] or '0')
+  if n == 0 then return at + 1 end
+  local last = redis.call('INCRBY', k_seq, n)
+  for i = 0, n - 1 do
+    local seq = last - n + 1 + i
+    local id, record = ARGV[at + 1 + i * 2], ARGV[at + 2 + i * 2]
+    redis.call('XADD', k_audit, seq .. '-0', 'e', record)
     if id ~= '' then
       local prev = redis.call('HGET', k_jobs, id)
       if prev then
@@ -87,6 +90,7 @@ local function audit_append(k_audit, k_seq, k_jobs, blob)
       end
     end
   end
+  return at + 1 + n * 2
 end
 """
 
@@ -145,7 +149,7 @@ return out
 #       rejections: id, expected, token, blob, at            (5 each)
 #       waits:      id, expected, token, blob, at            (5 each)
 #       replicas:   field                                    (1 each)
-#       then the plan's audit entries (codec.encode_audit)
+#       then the plan's audit entries (codec.audit_args)
 # Extra KEYS: 14 replicas, 15 audit, 16 audit_seq, 17 audit_jobs.
 # Returns {'ok', version after}, or 'fenced', 'stale' or 'changed' (nothing applied).
 COMMIT = (
@@ -201,14 +205,14 @@ for i = 0, nrep - 1 do
   if not cur or tonumber(cur) < expires then redis.call('HSET', K_REPLICAS, field, ARGV[6]) end
 end
 if np + nr > 0 then bump(payload, keep) end
-audit_append(KEYS[15], KEYS[16], KEYS[17], ARGV[x0 + nrep])
+audit_append(KEYS[15], KEYS[16], KEYS[17], x0 + nrep)
 return {'ok', tonumber(redis.call('GET', K_VERSION) or '0')}
 """
 )
 
 # ARGV: maxlen, log_keep, tier_shift, n, then per update:
-#   id, expected, token, blob, from_state, to_state, event_kind, at, release (0/1), tier, log_payload,
-#   audit entries (codec.encode_audit, or '')  (12 each)
+#   id, expected, token, blob, from_state, to_state, event_kind, at, release (0/1), tier, log_payload
+#   (11), then its audit entries (codec.audit_args: a count, then 2 per entry)
 # Extra KEYS: 14 audit, 15 audit_seq, 16 audit_jobs.
 # Returns per update 1 (applied) or 0 (token changed: re-read and recompute).
 UPDATE = (
@@ -217,9 +221,10 @@ UPDATE = (
     + """
 local maxlen, keep, shift, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
+local b = 5
 for i = 0, n - 1 do
-  local b = 5 + i * 12
   local id = ARGV[b]
+  local after = b + 12 + tonumber(ARGV[b + 11]) * 2  -- where the next update starts
   if redis.call('HGET', K_TOKEN, id) ~= ARGV[b + 1] then
     out[#out + 1] = 0
   else
@@ -234,9 +239,10 @@ for i = 0, n - 1 do
     if to == 'pending' and from ~= 'pending' then
       redis.call('ZADD', K_QUEUE, tonumber(ARGV[b + 9]) * shift + seq, id)
     end
-    audit_append(KEYS[14], KEYS[15], KEYS[16], ARGV[b + 11])
+    audit_append(KEYS[14], KEYS[15], KEYS[16], b + 11)
     out[#out + 1] = 1
   end
+  b = after
 end
 return out
 """
@@ -355,7 +361,8 @@ return out
 # ---------------------------------------------------------------------- FinOps
 
 # KEYS: budgets, audit, audit_seq, audit_jobs. ARGV: budget id, expected version (0 = must not exist),
-# the budget record at expected + 1, audit entries. Returns {'ok', new version} or {'mismatch', actual}.
+# the budget record at expected + 1, audit entries (codec.audit_args).
+# Returns {'ok', new version} or {'mismatch', actual}.
 PUT_BUDGET = (
     _AUDIT
     + """
@@ -364,12 +371,13 @@ local actual = 0
 if cur then actual = tonumber(cjson.decode(cur)['version']) end
 if actual ~= tonumber(ARGV[2]) then return {'mismatch', actual} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-audit_append(KEYS[2], KEYS[3], KEYS[4], ARGV[4])
+audit_append(KEYS[2], KEYS[3], KEYS[4], 4)
 return {'ok', actual + 1}
 """
 )
 
-# KEYS: budgets, audit, audit_seq, audit_jobs. ARGV: budget id, expected version (0 = any), audit entries.
+# KEYS: budgets, audit, audit_seq, audit_jobs. ARGV: budget id, expected version (0 = any), audit entries
+# (codec.audit_args).
 # Returns {'ok', version, record removed} or {'mismatch', actual, ''} (actual 0: no such budget).
 DELETE_BUDGET = (
     _AUDIT
@@ -380,7 +388,7 @@ local actual = tonumber(cjson.decode(cur)['version'])
 local want = tonumber(ARGV[2])
 if want ~= 0 and actual ~= want then return {'mismatch', actual, ''} end
 redis.call('HDEL', KEYS[1], ARGV[1])
-audit_append(KEYS[2], KEYS[3], KEYS[4], ARGV[3])
+audit_append(KEYS[2], KEYS[3], KEYS[4], 3)
 return {'ok', actual, cur}
 """
 )
