@@ -755,6 +755,8 @@ class _State:
         keep[keep] = self.fixed[self.inc_ds[keep], inc_site[keep]] > 0
         keys = self.inc_ds[keep] * self.n_sites + inc_site[keep]
         readers_of = self.inc_job[keep]
+        if len(keys) == 0:
+            return 0
         order = np.argsort(keys, kind="stable")
         keys, readers_of = keys[order], readers_of[order]
         bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
