@@ -118,9 +118,9 @@ def _dual(problem: PlacementProblem, rows: I64, cost: F64, sweeps: int) -> tuple
             ]
         ),
     }
-    price = {"pool": np.zeros(n_pools), "site": np.zeros(n_sites)}
+    price = {"pool": _flow_prices(problem, cost, g, cap["pool"], cap["site"]), "site": np.zeros(n_sites)}
     group = {"pool": opts.pool.astype(np.int64), "site": opts.site.astype(np.int64)}
-    base = cost.copy()  # cost plus the current prices, [jobs, options]
+    base = cost + g[:, None] * price["pool"][opts.pool][None, :]  # cost plus the current prices, [jobs, options]
     done = 0
     for _ in range(sweeps):
         done += 1
@@ -159,6 +159,75 @@ def _dual(problem: PlacementProblem, rows: I64, cost: F64, sweeps: int) -> tuple
     finite_quota = np.where(np.isfinite(cap["site"]), cap["site"], 0.0)
     value = float(base.min(axis=1).sum() - (price["pool"] * cap["pool"]).sum() - (price["site"] * finite_quota).sum())
     return value, done, price["pool"], price["site"]
+
+
+def _flow_prices(problem: PlacementProblem, cost: F64, g: F64, cap_pool: F64, cap_site: F64) -> F64:
+    """Starting pool prices from an (approximately) optimal primal: a min-cost flow of the same LP.
+
+    By complementary slackness, in an optimal solution a job sits on its cheapest pool at the
+    prices, and a pool with room has price 0. Moving one GPU of a job from pool p to pool q costs
+    w_pq = min over the jobs on p of (cost at q - cost at p) per GPU; the largest prices with
+    price_p - price_q <= w_pq and 0 on pools with room are shortest distances to the pools with
+    room (Bellman-Ford on the pools). Any prices >= 0 give a valid bound; these start the ascent
+    close to the LP optimum, which coordinate ascent alone reaches slowly."""
+    from ortools.graph.python import min_cost_flow
+
+    opts = problem.options
+    cat = problem.catalog
+    n_pools = len(cat.pools)
+    cols = opts.pool.astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
+    pool_cost = np.full((len(g), n_pools), np.inf)
+    pool_cost[:, cols[starts]] = np.minimum.reduceat(cost, starts, axis=1)
+    units = np.maximum(1, np.ceil(g)).astype(np.int64)
+    k = min(n_pools, 24)
+    cand = np.argpartition(pool_cost, k - 1, axis=1)[:, :k] if k < n_pools else np.tile(np.arange(n_pools), (len(g), 1))
+    cc = np.take_along_axis(pool_cost, cand, axis=1)
+    rows, cidx = np.nonzero(np.isfinite(cc))
+    n = len(g)
+    pool_site = np.array([cat.site_index[p.site] for p in cat.pools], dtype=np.int64)
+    sink = n + n_pools + len(cat.sites)
+    unit_cost = np.rint(cc[rows, cidx] / units[rows] * 1e6).astype(np.int64)  # micro-dollars per GPU
+    big = int(unit_cost.max(initial=0)) * 4 + 1
+    site_cap = np.where(np.isfinite(cap_site), np.floor(cap_site), 10**12).astype(np.int64)
+    flow = min_cost_flow.SimpleMinCostFlow()
+    tails = np.concatenate([rows, np.arange(n), n + np.arange(n_pools), n + n_pools + np.arange(len(cat.sites))])
+    heads = np.concatenate(
+        [n + cand[rows, cidx], np.full(n, sink), n + n_pools + pool_site, np.full(len(cat.sites), sink)]
+    )
+    caps = np.concatenate([units[rows], units, np.floor(cap_pool).astype(np.int64), site_cap])
+    costs = np.concatenate([unit_cost, np.full(n, big), np.zeros(n_pools + len(cat.sites), dtype=np.int64)])
+    arcs = flow.add_arcs_with_capacity_and_unit_cost(
+        tails.astype(np.int32), heads.astype(np.int32), caps.astype(np.int64), costs.astype(np.int64)
+    )
+    supply = np.zeros(sink + 1, dtype=np.int64)
+    supply[:n] = units
+    supply[sink] = -int(units.sum())
+    flow.set_nodes_supplies(np.arange(sink + 1, dtype=np.int32), supply)
+    if flow.solve() != flow.OPTIMAL:
+        return np.zeros(n_pools)
+    sent = np.zeros(cc.shape, dtype=np.int64)
+    sent[rows, cidx] = flow.flows(arcs[: len(rows)])
+    on = cand[np.arange(n), sent.argmax(axis=1)]
+    placed = sent.max(axis=1) > 0
+    load = np.bincount(on[placed], weights=g[placed], minlength=n_pools)
+    site_load = np.bincount(pool_site[on[placed]], weights=g[placed], minlength=len(cat.sites))
+    full = (load >= cap_pool - 1.0) | (site_load >= cap_site - 1.0)[pool_site]
+    per_gpu = pool_cost / g[:, None]
+    here = per_gpu[np.arange(n), on]
+    w = np.full((n_pools, n_pools), np.inf)
+    for p in np.unique(on[placed]).tolist():
+        mine = placed & (on == p)
+        w[p] = (per_gpu[mine] - here[mine, None]).min(axis=0)
+    price = np.where(full, np.inf, 0.0)
+    for _ in range(n_pools):
+        new = np.minimum(price, (w + price[None, :]).min(axis=1))
+        new = np.where(full, new, 0.0)
+        if np.allclose(new, price, equal_nan=False):
+            break
+        price = new
+    price = np.where(np.isfinite(price), np.maximum(price, 0.0), 0.0)
+    return price
 
 
 def _capacities(problem: PlacementProblem) -> tuple[F64, F64]:

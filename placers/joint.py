@@ -84,7 +84,8 @@ def to_micro(usd: F64) -> I64:
 @dataclass(frozen=True, slots=True)
 class JointSettings:
     plain_candidates: int = 3  # cheapest pools with room per job given to the flow
-    max_candidates: int = 8  # cheapest filled-up (scarce) pools per job given to the flow, when cheaper
+    max_candidates: int = 16  # cheapest filled-up (scarce) pools per job given to the flow, when cheaper
+    estimate_rounds: int = 2  # cascade rounds of the first guess at the scarce pools
     part_jobs: int = 8_000  # batches above this are partitioned (POP)
     rounds: int = 3  # slope-scaling rounds for shared transfers (fewer when they stop gaining)
     add_rounds: int = 1  # then rounds with the best plan's copies fixed, opening the most promising new ones
@@ -128,7 +129,7 @@ class JointPlacer:
             lap("bind_s")
             # 6. improve
             for _ in range(self.settings.improve_passes):
-                if state.out_of_time() or not state.improve(jobs):
+                if state.out_of_time(0.85) or not state.improve(jobs):
                     break
             state.fill(order)
             state.protect_priority(order)
@@ -143,7 +144,7 @@ class JointPlacer:
         stats["deferred"] = float(len(deferred))
         stats["placed"] = float(sum(d.placed for d in decisions))
         stats["total_s"] = time.perf_counter() - started
-        stats["timed_out"] = float(state.out_of_time())
+        stats["timed_out"] = float(state.timed_out or state.out_of_time())
         return PlacementResult(self.name, priced, stats, new_replicas)
 
 
@@ -153,7 +154,8 @@ class _State:
     def __init__(self, problem: PlacementProblem, settings: JointSettings, started: float) -> None:
         self.p = problem
         self.s = settings
-        self.deadline = started + settings.time_limit_s
+        self.started = started
+        self.timed_out = False
         n_jobs = problem.n_jobs
         opts = problem.options
         self.opt_site = opts.site.astype(np.int64)
@@ -206,8 +208,12 @@ class _State:
         tiers = np.unique(problem.priority)
         self.tier = np.searchsorted(tiers, problem.priority).astype(np.int64)  # 0 = lowest tier present
 
-    def out_of_time(self) -> bool:
-        return time.perf_counter() > self.deadline
+    def out_of_time(self, share: float = 1.0) -> bool:
+        """Past `share` of the time limit (solving stops at 60%, improving at 85%: binding and output
+        need the rest). Once true, the plan is reported as cut short."""
+        late = time.perf_counter() > self.started + share * self.s.time_limit_s
+        self.timed_out |= late
+        return late
 
     # ------------------------------------------------------------------ costs
 
@@ -299,7 +305,7 @@ class _State:
 
         # 2a. slope scaling until it stops gaining 0.1%
         for round_ in range(self.s.rounds):
-            if round_ and self.out_of_time():
+            if round_ and self.out_of_time(0.6):
                 break
             targets = solve_with(spread)
             cost = evaluate(targets)
@@ -318,7 +324,7 @@ class _State:
         # copy whose readers would save more than its price on compute is opened; unused ones close.
         site_starts = np.flatnonzero(np.r_[True, self.opt_site[1:] != self.opt_site[:-1]])
         for _ in range(self.s.add_rounds):
-            if self.out_of_time():
+            if self.out_of_time(0.6):
                 break
             open_now = opened | (sent_by(best) > 0)
             free = np.where(open_now, 0.0, self.fixed)
@@ -382,9 +388,11 @@ class _State:
         # Saturation discovery: a pool (or a site's quota) the flow fills is scarce; scarce pools are
         # offered to every job that can use them, beside its `max_candidates` cheapest, and solved again.
         targets = np.full(len(jobs), -1, dtype=np.int64)
-        attempts = 1 if self.discovered else 2  # later rounds add what they find to the next round's set
+        if not self.discovered:
+            self.scarce |= self._estimate_scarce(pool_cost, self.units[jobs], pool_free, site_free, pool_site)
         self.discovered = True
-        for _ in range(attempts):
+        # one flow per round: the pools it fills join the scarce set of the next round
+        for _ in range(1):
             targets = self._assign(jobs, pool_cost, pool_opt, parts, rank, pool_free, site_free, pool_site)
             used = targets >= 0
             load_pool = np.bincount(
@@ -393,12 +401,28 @@ class _State:
             load_site = np.bincount(
                 self.opt_site[targets[used]], weights=self.units[jobs[used]], minlength=self.n_sites
             )
-            full = ((load_pool >= pool_free) & (pool_free > 0)) | (load_site >= site_free)[pool_site]
-            new = full & ~self.scarce
+            # the pools this flow filled join the scarce set of the next round
+            self.scarce |= ((load_pool >= pool_free) & (pool_free > 0)) | (load_site >= site_free)[pool_site]
+        return targets
+
+    def _estimate_scarce(
+        self, pool_cost: F64, units: I64, pool_free: I64, site_free: I64, pool_site: I64
+    ) -> npt.NDArray[np.bool_]:
+        """Pools every job's cheapest choice would overfill, cascading: a job whose favourite is
+        over-asked turns to its next one, which may overfill in turn (a few rounds, vectorised)."""
+        scarce = np.zeros(self.n_pools, dtype=bool)
+        for _ in range(self.s.estimate_rounds):
+            masked = np.where(scarce[None, :], np.inf, pool_cost)
+            choice = masked.argmin(axis=1)
+            ok = np.isfinite(masked[np.arange(len(units)), choice])
+            load = np.bincount(choice[ok], weights=units[ok], minlength=self.n_pools)
+            site_load = np.bincount(pool_site[choice[ok]], weights=units[ok], minlength=self.n_sites)
+            over = (load > pool_free) | (site_load > site_free)[pool_site]
+            new = over & ~scarce
             if not new.any():
                 break
-            self.scarce |= new
-        return targets
+            scarce |= new
+        return scarce
 
     def _per_pool(self, eff: F64) -> tuple[F64, I64]:
         """[jobs, pools]: each job's cheaper usable option in each pool (on-demand or spot), and which."""
@@ -453,7 +477,7 @@ class _State:
                     self.tier[jobs[part]],
                     cap_pool,
                     cap_site,
-                    full=full,
+                    full=full and len(part) * self.n_pools <= 400_000,
                 )
                 targets[part] = chosen
                 used = chosen >= 0
@@ -462,7 +486,10 @@ class _State:
                 np.maximum(left_pool, 0, out=left_pool)
                 np.maximum(left_site, 0, out=left_site)
             rest = np.concatenate([part[targets[part] < 0] for part in todo])
-            todo = [rest] if len(rest) else []
+            if not len(rest):
+                break
+            n_parts = max(1, math.ceil(len(rest) / self.s.part_jobs))
+            todo = [rest[k::n_parts] for k in range(n_parts)]
         return targets
 
     def _flow_part(
@@ -660,10 +687,10 @@ class _State:
         cur = self.option[placed]
         current = self.compute[placed, cur] + self._leave_saving(placed)
         gain = current - eff.min(axis=1)
-        cand = np.flatnonzero(gain > 1e-6)
+        cand = np.flatnonzero(gain > np.maximum(0.01, 1e-3 * current))  # a cent, or 0.1% of the job, at least
         moves = 0
         for k in cand[np.argsort(-gain[cand], kind="stable")].tolist():
-            if self.out_of_time():
+            if self.out_of_time(0.85):
                 break
             j = int(placed[k])
             old = int(self.option[j])
@@ -771,7 +798,7 @@ class _State:
             groups.append((d, s, group.tolist()))
         closed = 0
         for d, s, group in groups:
-            if self.out_of_time():
+            if self.out_of_time(0.85):
                 break
             readers = [j for j in group if self.option[j] >= 0 and int(self.opt_site[self.option[j]]) == s]
             if not readers or len(readers) != int(self.readers[d, s]):

@@ -106,19 +106,21 @@ def attribute(
     ids = list(problem.dataset_index)
     sites = [s.name for s in cat.sites]
     size_gb = {x.id: x.size_gb for ds in problem.datasets for x in ds}
+    # one DataMove per transfer, shared by its readers (frozen, so sharing the object is safe)
+    move = [
+        DataMove(
+            dataset_id=ids[d],
+            from_site=sites[int(problem.dataset_source[d, s])],
+            to_site=sites[s],
+            size_gb=size_gb[ids[d]],
+            egress_usd=float(share_egress[x]),
+            transfer_s=float(problem.dataset_transfer_s[d, s]),
+        )
+        for x, (d, s) in enumerate(zip(t.dataset.tolist(), t.site.tolist(), strict=True))
+    ]
     moves_of: dict[int, list[DataMove]] = {}
     for j, x in zip(t.inc_job.tolist(), t.inc_transfer.tolist(), strict=True):
-        d, s = int(t.dataset[x]), int(t.site[x])
-        moves_of.setdefault(j, []).append(
-            DataMove(
-                dataset_id=ids[d],
-                from_site=sites[int(problem.dataset_source[d, s])],
-                to_site=sites[s],
-                size_gb=size_gb[ids[d]],
-                egress_usd=float(share_egress[x]),
-                transfer_s=float(problem.dataset_transfer_s[d, s]),
-            )
-        )
+        moves_of.setdefault(j, []).append(move[x])
     c_list, e_list, s_list = compute.tolist(), egress.tolist(), storage.tolist()
     out: list[Decision] = []
     for dec in decisions:

@@ -198,12 +198,14 @@ def test_time_limit_returns_a_valid_plan(catalog):
     assert sum(d.placed for d in result.decisions) == 60
 
 
-def test_partitioned_solve_stays_close_to_the_whole(catalog):
-    p = instance(catalog, 4, n=80)
+@pytest.mark.parametrize("seed", range(4, 7))
+def test_partitioned_solve_stays_close_to_the_whole(catalog, seed):
+    # POP on the capacity part of the problem (no shared copies: they add heuristic noise of their own)
+    p = instance(catalog, seed, n=200, data=False)
     whole, _ = joint_cost(p)
-    parts, _ = joint_cost(p, part_jobs=20)
-    assert JointPlacer(JointSettings(part_jobs=20)).place(p).stats["parts"] >= 3
-    assert parts <= whole * 1.05
+    parts, _ = joint_cost(p, part_jobs=60)
+    assert JointPlacer(JointSettings(part_jobs=60)).place(p).stats["parts"] >= 3
+    assert parts <= whole * 1.02
 
 
 def test_same_seed_same_plan_with_partitions(catalog):
