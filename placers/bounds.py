@@ -135,13 +135,9 @@ def _dual(problem: PlacementProblem, rows: I64, cost: F64, sweeps: int) -> tuple
             active = np.flatnonzero(np.isfinite(caps) & ((demand > caps + 1e-9) | (prices > 0)))
             if len(active) == 0:
                 continue
+            top = _TopTwo(gm)
             for k in active.tolist():
-                if gm.shape[1] > 1:
-                    two = np.partition(gm, 1, axis=1)[:, :2]
-                    first = gm.argmin(axis=1)
-                    best_out = np.where(first == k, two[:, 1], two[:, 0])
-                else:
-                    best_out = np.full(len(g), np.inf)
+                best_out = top.without(k)
                 own = float(price[level][ids[k]])
                 best_in = gm[:, k] - g * own
                 new = _balance(best_in, best_out, g, float(caps[k]))
@@ -151,6 +147,7 @@ def _dual(problem: PlacementProblem, rows: I64, cost: F64, sweeps: int) -> tuple
                 changed = True
                 price[level][ids[k]] = new
                 gm[:, k] += g * delta
+                top.changed(k)
                 lo = starts[k]
                 hi = starts[k + 1] if k + 1 < len(starts) else base.shape[1]
                 base[:, lo:hi] += g[:, None] * delta
@@ -302,6 +299,46 @@ def _facility(problem: PlacementProblem, rows: I64, usable: npt.NDArray[np.bool_
         v[mine] = vm
     pools, quota = _capacities(problem)
     return float(v.sum() - (pi * pools).sum() - (sigma * quota).sum())
+
+
+class _TopTwo:
+    """Per row of a [jobs, groups] matrix: the two smallest values and where the smallest is, kept
+    up to date when one column changes (only the rows it can affect are recomputed)."""
+
+    def __init__(self, gm: F64) -> None:
+        self.gm = gm
+        self.first = np.zeros(len(gm), dtype=np.int64)
+        self.second = np.zeros(len(gm), dtype=np.int64)
+        self.m1 = np.full(len(gm), np.inf)
+        self.m2 = np.full(len(gm), np.inf)
+        self._refresh(np.arange(len(gm)))
+
+    def _refresh(self, rows: I64) -> None:
+        if len(rows) == 0:
+            return
+        sub = self.gm[rows]
+        if sub.shape[1] == 1:
+            self.first[rows], self.m1[rows], self.m2[rows] = 0, sub[:, 0], np.inf
+            self.second[rows] = -1
+            return
+        two = np.argpartition(sub, 1, axis=1)[:, :2]
+        vals = np.take_along_axis(sub, two, axis=1)
+        swap = vals[:, 1] < vals[:, 0]
+        a = np.where(swap, two[:, 1], two[:, 0])
+        b = np.where(swap, two[:, 0], two[:, 1])
+        self.first[rows], self.second[rows] = a, b
+        self.m1[rows] = np.minimum(vals[:, 0], vals[:, 1])
+        self.m2[rows] = np.maximum(vals[:, 0], vals[:, 1])
+
+    def without(self, k: int) -> F64:
+        """Per row: the smallest value outside column k."""
+        out: F64 = np.where(self.first == k, self.m2, self.m1)
+        return out
+
+    def changed(self, k: int) -> None:
+        col = self.gm[:, k]
+        rows = np.flatnonzero((self.first == k) | (self.second == k) | (col < self.m2))
+        self._refresh(rows)
 
 
 def _balance(best_in: F64, best_out: F64, g: F64, cap: float) -> float:
