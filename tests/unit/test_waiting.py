@@ -266,3 +266,37 @@ def test_service_no_wait_setting_bursts(catalog, clock):
 def test_settings_reject_an_unknown_policy():
     with pytest.raises(ValueError, match="wait_policy"):
         CycleSettings(wait_policy="later")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("placer", sorted(PLACERS))
+def test_service_constant_wait_takes_on_prem_when_it_frees_before_the_timeout(catalog, clock, placer):
+    store = MemoryStore(catalog)
+    cycle = CycleSettings(wait_policy="constant", wait_constant_s=2 * HOUR)
+    svc = SchedulerService(catalog, store, SimExecutor(clock, catalog), make_placer(placer), clock, cycle)
+    svc.submit([spec(gpus=8, single_node=True, allowed_sites=("onprem-fra",), runtime_s=HOUR) for _ in range(8)])
+    svc.run_cycle()
+    ((job, _),) = svc.submit([eu_job()])  # no deadline: Starburst's constant wait applies
+    svc.run_cycle()
+    assert svc.get(job.id).state is JobState.PENDING and "constant wait until" in svc.get(job.id).reason
+    assert svc.next_wakeup() == pytest.approx(clock.now() + 2 * HOUR)
+    clock.advance(HOUR)  # the running jobs end: freed capacity re-decides the waiting job at once
+    svc.run_cycle()
+    got = svc.get(job.id)
+    assert got.state is JobState.PLACED and got.placement.site == "onprem-fra"
+
+
+@pytest.mark.parametrize("placer", sorted(PLACERS))
+def test_service_compute_wait_times_out_and_bursts(catalog, clock, placer):
+    store = MemoryStore(catalog)
+    cycle = CycleSettings(wait_policy="compute", wait_factor=0.05)  # 8 GPUs x 2 h x 0.05 = 48 min
+    svc = SchedulerService(catalog, store, SimExecutor(clock, catalog), make_placer(placer), clock, cycle)
+    svc.submit([spec(gpus=8, single_node=True, allowed_sites=("onprem-fra",), runtime_s=10 * HOUR) for _ in range(8)])
+    svc.run_cycle()
+    ((job, _),) = svc.submit([eu_job()])
+    svc.run_cycle()
+    assert svc.get(job.id).state is JobState.PENDING
+    assert svc.next_wakeup() == pytest.approx(clock.now() + 0.8 * HOUR)
+    clock.set(svc.next_wakeup())
+    svc.run_cycle()
+    got = svc.get(job.id)
+    assert got.state is JobState.PLACED and got.placement.site != "onprem-fra"
