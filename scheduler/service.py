@@ -35,6 +35,7 @@ from placers.domain import Attempt, Job, JobSpec, JobState, Placement
 from placers.explain import Explanation, explain, rejection_text, waiting_texts
 from placers.problem import PlacementProblem, ProblemSettings, Reason, build_problem
 from placers.result import PlacementResult, Placer
+from placers.waiting import ReleaseTimeline, WaitPolicy, WaitRule
 from scheduler.admission import resolve_datasets, validate, validate_batch
 from scheduler.clock import Clock
 from scheduler.executors.base import ExecEvent, ExecEventKind, Executor, LaunchError, LaunchRequest
@@ -152,7 +153,9 @@ class SchedulerService:
         self.epoch = epoch
         self.is_leader = is_leader
         self.problem_settings = ProblemSettings(
-            replica_ttl_s=self.cycle.replica_ttl_s, service_horizon_s=self.cycle.service_horizon_s
+            replica_ttl_s=self.cycle.replica_ttl_s,
+            service_horizon_s=self.cycle.service_horizon_s,
+            waiting=wait_rule(self.cycle),
         )
         self._parked: dict[str, float] = {}  # waiting job id -> retry no later than this
         self._freed_gpus = 0.0  # GPUs released since the last cycle: how much waiting work to retry
@@ -217,14 +220,15 @@ class SchedulerService:
 
     def explain_job(self, job_id: str) -> tuple[Job, Explanation]:
         job = self.get(job_id)
-        problem = self._problem_for([job.spec], [job.id])
+        problem = self._problem_for([job.spec], [job.id], [job.created_at])
         chosen = -1
+        note = ""
         if job.placement is not None:
             chosen = _option_of(problem, job.placement)
         elif job.state is JobState.PENDING:
             decision = self.placer.place(problem).decisions[0]
-            chosen = decision.option
-        return job, explain(problem, 0, chosen)
+            chosen, note = decision.option, decision.note
+        return job, explain(problem, 0, chosen, note)
 
     def explain_spec(self, spec: JobSpec) -> Explanation:
         """Dry run: where would this spec go now, and why? Nothing is submitted."""
@@ -292,7 +296,8 @@ class SchedulerService:
                     report.stats = dict(result.stats)
                     default_retry = now + self.cycle.retry_waiting_s
                     for job_id in waiting:
-                        self._parked[job_id] = min(retry_at.get(job_id, default_retry), default_retry)
+                        # A placer's retry_at (a planned wait) wins; freed capacity re-decides sooner anyway.
+                        self._parked[job_id] = retry_at.get(job_id, default_retry)
                     for job_id in (*plan.placements, *plan.rejections):
                         self._parked.pop(job_id, None)
                     first = [j for j in jobs if j.decided_at is None]
@@ -457,9 +462,13 @@ class SchedulerService:
             budget_remaining_usd=budgets.remaining_usd(),
             budget_keys=budgets.keys([j.spec for j in jobs]),
             settings=self.problem_settings,
+            submitted_at=[j.created_at for j in jobs],
+            release=ReleaseTimeline.from_allocations(self.catalog, snap.allocations, now),
         )
 
-    def _problem_for(self, specs: Sequence[JobSpec], ids: Sequence[str]) -> PlacementProblem:
+    def _problem_for(
+        self, specs: Sequence[JobSpec], ids: Sequence[str], submitted_at: Sequence[float] | None = None
+    ) -> PlacementProblem:
         now = self.clock.now()
         snap = self.store.snapshot()
         budgets = self.governance.budget_state(now)
@@ -475,6 +484,8 @@ class SchedulerService:
             budget_remaining_usd=budgets.remaining_usd(),
             budget_keys=budgets.keys(specs),
             settings=self.problem_settings,
+            submitted_at=submitted_at,
+            release=ReleaseTimeline.from_allocations(self.catalog, snap.allocations, now),
         )
 
     def _plan(
@@ -668,6 +679,18 @@ def _retries_left(job: Job) -> bool:
     """May the job's current attempt, when it fails, be retried? (platform losses do not count)"""
     failed_before = sum(1 for a in job.attempts[:-1] if a.state is JobState.FAILED and not _free_retry(a))
     return failed_before < job.spec.max_retries
+
+
+def wait_rule(cycle: CycleSettings) -> WaitRule:
+    """The placers' waiting rule from the cycle settings (one mapping, used by every placer)."""
+    return WaitRule(
+        policy=WaitPolicy(cycle.wait_policy),
+        fallback=WaitPolicy(cycle.wait_fallback),
+        constant_s=cycle.wait_constant_s,
+        factor=cycle.wait_factor,
+        margin_s=cycle.wait_margin_s,
+        min_saving_usd=cycle.wait_min_saving_usd,
+    )
 
 
 def _live_replicas(snap: Snapshot, now: float) -> dict[str, tuple[str, ...]]:
