@@ -414,6 +414,19 @@ class SchedulerService:
         if ev.kind is ExecEventKind.STARTED:
             self.store.update(JobUpdate(ev.job_id, JobState.RUNNING, ev.at, attempt=ev.attempt))
             return
+        if ev.kind is ExecEventKind.HEALTH:
+            self.store.update(
+                JobUpdate(
+                    ev.job_id,
+                    JobState.RUNNING,
+                    ev.at,
+                    attempt=ev.attempt,
+                    health=ev.health,
+                    endpoint=ev.endpoint,
+                    replicas_ready=ev.replicas_ready,
+                )
+            )
+            return
         if ev.kind is ExecEventKind.SUCCEEDED:
             update = JobUpdate(
                 ev.job_id, JobState.SUCCEEDED, ev.at, exit_code=ev.exit_code, log_tail=ev.log_tail, attempt=ev.attempt

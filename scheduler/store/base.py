@@ -38,6 +38,7 @@ class EventKind(enum.StrEnum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"
     RETRYING = "retrying"  # an attempt failed; back to pending
+    HEALTH = "health"  # a running service's health, endpoint or ready replicas changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,10 @@ class JobUpdate:
     attempt: int | None = None  # the attempt the event is about; stale attempts are ignored
     cancelled_by: str = ""
     requeue: bool = False  # FAILED with retries left: back to pending instead of failed
+    # RUNNING news about a service (None: unchanged): see Job.health, Job.endpoint, Job.replicas_ready
+    health: str | None = None
+    endpoint: str | None = None
+    replicas_ready: int | None = None
 
 
 class Store(Protocol):
