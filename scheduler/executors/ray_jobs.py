@@ -409,6 +409,7 @@ class _Submission:
     seen_at: float = 0.0  # when Ray last listed it (or took it)
     started: bool = False
     stop_requested: bool = False
+    stop_cause: str = "cancelled"  # what its STOPPED event says
     error: str = ""
     tries: int = 0  # submit calls that got an unclear answer
     retry_at: float = 0.0  # no resubmission before this
@@ -802,16 +803,16 @@ class RayExecutor:
                     live[job_id] = max(live.get(job_id, -1), attempt)
                     why = ""
                     if job_id in self._cancelled:
-                        why = "its job was cancelled"
+                        why = "cancelled"
                     elif sid in self._done:
                         why = "Gravity already counted this attempt as ended"
                     elif attempt < self._newest.get(job_id, -1):
-                        why = f"attempt {self._newest[job_id]} superseded it"
+                        why = f"superseded by attempt {self._newest[job_id]}"
                     if why and sid not in self._stopping:
                         log.warning("stopping Ray job %s at %s: %s", sid, cluster.target.address, why)
                         self._stopping[sid] = cluster
                         stop = sub or _Submission(sid, job_id, attempt, "", cluster, None, _Phase.DONE, now)
-                        stop.stop_requested = True
+                        stop.stop_requested, stop.stop_cause = True, why
                         stops.append(stop)
                 elif status in _TERMINAL:
                     self._stopping.pop(sid, None)
@@ -881,7 +882,7 @@ class RayExecutor:
         ran = code is not None or sub.started
         if status == "STOPPED":
             if sub.stop_requested or sub.job_id in self._cancelled:
-                return _Finish(sub, ExecEventKind.STOPPED, at, code, "cancelled", ran)
+                return _Finish(sub, ExecEventKind.STOPPED, at, code, sub.stop_cause, ran)
             return _Finish(sub, ExecEventKind.FAILED, at, code, f"stopped outside Gravity: {message}", ran)
         error = str(getattr(d, "error_type", None) or "")
         cause = message.split(", last available logs")[0].rstrip(":") or (

@@ -133,11 +133,11 @@ class LocalRayCluster:
     ) -> LocalRayNode:
         """Start one more node (`ray start --address`) joined to this head, as another process group
         with its own temp dir and ports: a second machine of the cluster, on this one. Returns once
-        the head lists it ALIVE."""
-        before = self.alive_nodes()
+        the head lists it ALIVE (recognised by a marker resource of its own)."""
+        marker = f"gravity-node-{secrets.token_hex(6)}"
         temp_dir = Path(tempfile.mkdtemp(prefix="gravity-ray-node-"))
         log_path = temp_dir / "ray-start.log"
-        cmd = [*_ray_start(temp_dir, gpus, resources, num_cpus), "--address", self.gcs_address]
+        cmd = [*_ray_start(temp_dir, gpus, {**resources, marker: 1.0}, num_cpus), "--address", self.gcs_address]
         node = LocalRayNode(_spawn(cmd, self.token, log_path), temp_dir, log_path)
         atexit.register(node.close)
         deadline = time.monotonic() + ready_timeout_s
@@ -146,9 +146,9 @@ class LocalRayCluster:
                 if node.process.poll() is not None:
                     code = node.process.returncode
                     raise LocalRayError(f"ray start (node) exited with code {code}: {node.output_tail()}")
-                fresh = set(self.alive_nodes()) - set(before)
-                if fresh:
-                    node.node_id = fresh.pop()
+                found = [n for n, res in self.alive_nodes().items() if marker in res]
+                if found:
+                    node.node_id = found[0]
                     return node
                 if time.monotonic() > deadline:
                     raise LocalRayError(f"the new Ray node did not join {self.address} within {ready_timeout_s:.0f} s")
@@ -157,15 +157,17 @@ class LocalRayCluster:
             node.close()
             raise
 
-    def alive_nodes(self) -> list[str]:
-        """Ids of the nodes the head lists ALIVE (its state API)."""
+    def alive_nodes(self) -> dict[str, dict[str, float]]:
+        """Node id -> total resources, of the nodes the head lists ALIVE (its state API); {} when it
+        does not answer."""
         request = urllib.request.Request(f"{self.address}/api/v0/nodes?detail=1", headers=self.headers)
         try:
             with urllib.request.urlopen(request, timeout=10.0) as r:
                 body = json.loads(r.read())
         except (OSError, urllib.error.URLError, ValueError):
-            return []
-        return [n["node_id"] for n in body["data"]["result"]["result"] if n.get("state") == "ALIVE"]
+            return {}
+        nodes = body["data"]["result"]["result"]
+        return {n["node_id"]: dict(n.get("resources_total") or {}) for n in nodes if n.get("state") == "ALIVE"}
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Until the Job Submission API answers; on failure the cluster is closed and LocalRayError raised."""
@@ -235,6 +237,12 @@ class LocalRayNode:
         atexit.unregister(self.close)
         _stop_group(self.process, timeout_s)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """The machine dies: SIGKILL to the node's whole process group (raylet, workers), no goodbye."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.close(timeout_s=5.0)
 
 
 def _ray_start(temp_dir: Path, gpus: int, resources: Mapping[str, float], num_cpus: int | None) -> list[str]:

@@ -306,6 +306,25 @@ def test_dead_worker_fails_the_attempt_with_its_cause(
     wait_for(lambda: not alive(command), "the dead worker's command to be killed too", 30)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_dead_node_fails_the_attempt_with_its_cause(ray_executor: Factory, site_clusters: SiteClusters) -> None:
+    # A third fra node, the only one with 4 GPUs of site:onprem-fra: the job must land there.
+    extra = site_clusters.fra.add_node(gpus=4, resources={"site:onprem-fra": 4.0, "pool:onprem-fra/a100": 4.0})
+    try:
+        ex = ray_executor()
+        req = make_request("exec sleep 300", gpus=4, single_node=True, site=FRA, pool="a100")
+        ex.launch(req)
+        (rank,) = placed_ranks(site_clusters.fra, req.launch_id)
+        assert rank["node_id"] == extra.node_id
+        extra.kill()  # the machine goes away mid-job
+        end = until_terminal(ex, req.job_id)[-1]
+        assert end.kind is ExecEventKind.FAILED and end.exit_code is None and not end.infrastructure, end
+        assert end.cause.startswith("worker died: replica 0 rank 0"), end.cause
+    finally:
+        extra.close()
+
+
 # ====================================================================== services
 
 
@@ -391,6 +410,9 @@ def test_superseded_attempt_is_stopped(ray_executor: Factory, site_clusters: Sit
     new = make_request("exec sleep 300", attempt=2, job_id=old.job_id)  # Gravity moved on to attempt 2
     ex.launch(new)
     wait_for(lambda: (ray_job(site_clusters.sjc, old.launch_id) or {}).get("status") == "STOPPED", "old stopped")
+    evs = events_until(ex, old.job_id, lambda evs: any(e.kind is ExecEventKind.STOPPED for e in evs))
+    (stopped,) = [e for e in evs if e.kind is ExecEventKind.STOPPED]
+    assert (stopped.attempt, stopped.cause) == (1, "superseded by attempt 2")
     assert (ray_job(site_clusters.sjc, new.launch_id) or {}).get("status") in {"PENDING", "RUNNING"}
     ex.cancel(new.job_id)
     wait_for(lambda: (ray_job(site_clusters.sjc, new.launch_id) or {}).get("status") == "STOPPED", "new stopped")

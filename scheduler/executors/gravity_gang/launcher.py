@@ -23,7 +23,8 @@ It runs as the Ray job's driver on the site's cluster and
 
 SIGTERM (Ray's stop_job) stops every rank's command (SIGTERM to its process group, SIGKILL after a
 grace period), removes the placement group and exits. If the launcher is killed outright, Ray kills
-the job's actors with it; a rank's command gets SIGKILL when its actor process dies (PDEATHSIG).
+the job's actors with it; when a rank's actor process dies, its command's whole process group is
+killed too (PDEATHSIG and a watchdog process, see _WRAPPER): no orphans keep GPUs busy.
 """
 
 from __future__ import annotations
@@ -64,15 +65,29 @@ STOP_GRACE_S = 1.5  # Ray's stop_job waits about 3 s before SIGKILL: stop the ra
 RPC_TIMEOUT_S = 60.0
 STABLE_AFTER_S = 60.0  # a replica up this long has its restart backoff reset
 _PR_SET_PDEATHSIG = 1
-# The rank's command runs under this wrapper, the leader of its own process group. The wrapper gets
-# SIGHUP when the rank's actor process dies (PDEATHSIG) and then SIGKILLs the whole group, so a dead
-# worker leaves no orphans behind; otherwise it waits for the command and exits with its status.
-_WRAPPER = 'trap "kill -KILL 0" HUP; /bin/sh -c "$1" & wait $!'
+# The rank's command runs as the leader of its own process group G, beside a watchdog in G. The
+# command's shell gets SIGKILL when the rank's actor process dies (PDEATHSIG, and Ray kills a dead
+# worker's children too); the watchdog gets SIGUSR1 when the command's shell ends, however it ends,
+# and SIGKILLs G, so neither a dead worker nor a finished command leaves processes behind. The
+# watchdog ignores SIGTERM, so a stop's SIGTERM to G still gives the command its grace period.
+_WRAPPER = '"$2" -I -S -c "$3" $$ </dev/null >/dev/null 2>&1 & exec /bin/sh -c "$1"'
+_WATCHDOG = """
+import ctypes, os, signal, sys
+parent = int(sys.argv[1])
+for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
+    signal.signal(s, signal.SIG_IGN)
+signal.signal(signal.SIGUSR1, lambda *_: os.killpg(0, signal.SIGKILL))
+ctypes.CDLL(None).prctl(1, int(signal.SIGUSR1), 0, 0, 0)
+if os.getppid() != parent:
+    os.killpg(0, signal.SIGKILL)
+while True:
+    signal.pause()
+"""
 
 
 def _child_setup() -> Callable[[], None]:
     """Run in the rank's child before exec: default signal handling (Ray's worker threads block and
-    ignore some signals, and a shell cannot trap a signal ignored on entry), and on Linux SIGHUP when
+    ignore some signals, and a shell cannot trap a signal ignored on entry), and on Linux SIGKILL when
     the actor process dies."""
     prctl: Callable[..., int] | None = None
     if sys.platform.startswith("linux"):
@@ -84,7 +99,7 @@ def _child_setup() -> Callable[[], None]:
         for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, int(signal.SIGHUP), 0, 0, 0)
+            prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
     return setup
 
@@ -132,7 +147,7 @@ class Rank:
         def run() -> None:
             try:
                 proc = subprocess.Popen(
-                    ["/bin/sh", "-c", _WRAPPER, "gravity-rank", command],
+                    ["/bin/sh", "-c", _WRAPPER, "gravity-rank", command, sys.executable, _WATCHDOG],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
