@@ -1,4 +1,5 @@
-"""The embedded Ray cluster: one local Ray head that stands in for every catalog site.
+"""The embedded Ray cluster: a local Ray head that stands in for the catalog sites without a
+cluster of their own (and, in tests, one head per site, plus extra nodes with `add_node`).
 
 Started as a child process (`ray start --head --block`) rather than in-process with `ray.init()`:
 
@@ -12,7 +13,8 @@ Started as a child process (`ray start --head --block`) rather than in-process w
 Token authentication is on: a fresh random token per cluster, passed to Ray in its environment
 and to clients as an `Authorization: Bearer` header (`LocalRayCluster.headers`). The child gets
 SIGTERM if the process that started it dies (Linux), and `ray start --block` then stops the
-Ray processes it started.
+Ray processes it started. `add_node` joins more nodes (`ray start --address`, each its own process
+group, temp dir and ports): a multi-node cluster on one machine, for gangs that span nodes.
 """
 
 from __future__ import annotations
