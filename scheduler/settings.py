@@ -43,6 +43,9 @@ class ExecutorSettings(BaseModel):
         default=None,
         description="bearer token for remote Ray clusters with token authentication (RAY_AUTH_MODE=token)",
     )
+    launcher_python: str = Field(
+        default="python", description="the Python that runs Gravity's launcher on remote Ray clusters"
+    )
     require_site_resources: bool = Field(
         default=True,
         description="a site whose Ray cluster advertises no site:<name> (or pool:<name>/...) resource is "

@@ -486,7 +486,7 @@ class RayExecutor:
         headers = {"Authorization": f"Bearer {ex.ray_auth_token.get_secret_value()}"} if ex.ray_auth_token else {}
         for site, address in addresses.items():
             if address is not None:
-                targets[site] = ClusterTarget(address, headers)
+                targets[site] = ClusterTarget(address, headers, python=ex.launcher_python)
         return cls(catalog, targets, ex, owned=owned)
 
     # ================================================================== Executor protocol

@@ -511,6 +511,28 @@ def test_cluster_that_does_not_advertise_a_site_makes_it_unavailable(
     assert not err.value.retryable
 
 
+def test_remote_clusters_get_the_token_and_the_launcher_python() -> None:
+    catalog = load_catalog()
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = ExecutorSettings(
+        ray_address=dead,
+        site_addresses={FRA: dead + "/"},
+        ray_auth_token="s3cret",
+        launcher_python="/opt/ray/bin/python",
+    )
+    ex = RayExecutor.from_settings(settings, catalog)
+    try:
+        targets = {site: c.target for site, c in ex._site_cluster.items()}
+        assert set(targets) == set(catalog.site_index)
+        assert {t.address for t in targets.values()} == {dead, dead + "/"}  # fra has its own cluster
+        for t in targets.values():
+            assert dict(t.headers) == {"Authorization": "Bearer s3cret"}
+            assert t.python == "/opt/ray/bin/python" and t.cpu_memory
+        assert "s3cret" not in repr(settings)
+    finally:
+        ex.close()
+
+
 def test_addresses_resolve_per_site_then_global_then_embedded() -> None:
     catalog: Catalog = load_catalog()
     embedded = resolve_addresses(ExecutorSettings(), catalog)
