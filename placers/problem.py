@@ -268,11 +268,14 @@ def build_problem(
     unavailable_sites: frozenset[str] = frozenset(),
     budget_remaining_usd: Mapping[str, float] | None = None,
     budget_tag: str = "cost_center",
+    budget_keys: Sequence[str | None] | None = None,
     settings: ProblemSettings | None = None,
     options: Options | None = None,
 ) -> PlacementProblem:
     """Cost and check every job against every option. `datasets[j]` are job j's resolved datasets;
-    `extra_replicas` adds cached copies (dataset id -> sites) recorded by the scheduler."""
+    `extra_replicas` adds cached copies (dataset id -> sites) recorded by the scheduler.
+    A job draws on the budget named by its `budget_tag` tag, or on `budget_keys[j]` when given
+    (the scheduler's FinOps budgets name each job's most constraining budget that way)."""
     settings = settings or ProblemSettings()
     opts = options or Options.of(catalog)
     n_jobs, n_opts, n_sites = len(specs), len(opts), len(catalog.sites)
@@ -416,7 +419,10 @@ def build_problem(
     fits_now = capacity_fits(capacity, opts, demands)
     reasons |= np.where(fits_now, 0, int(Reason.CAPACITY)).astype(np.int32)
 
-    budget_key = [s.tags.get(budget_tag) if s.tags.get(budget_tag) in budgets else None for s in specs]
+    if budget_keys is not None:
+        budget_key = [k if k in budgets else None for k in budget_keys]
+    else:
+        budget_key = [s.tags.get(budget_tag) if s.tags.get(budget_tag) in budgets else None for s in specs]
     for j, key_ in enumerate(budget_key):
         if key_ is not None:
             reasons[j] |= np.where(total[j] > budgets[key_] + 1e-9, int(Reason.BUDGET), 0).astype(np.int32)

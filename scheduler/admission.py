@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from placers.catalog import Catalog
 from placers.domain import Dataset, JobKind, JobSpec
+from scheduler.settings import TagRule
 
 MAX_GPUS = 4096
 MAX_NAME = 253
@@ -34,8 +35,9 @@ class InvalidSpec(ValueError):
         return InvalidSpec(f"{prefix}.{self.field}", self.message)
 
 
-def validate(spec: JobSpec, catalog: Catalog, now: float) -> None:
-    """Raise InvalidSpec for the first problem found; return quietly for a spec Gravity can schedule."""
+def validate(spec: JobSpec, catalog: Catalog, now: float, taxonomy: Mapping[str, TagRule] | None = None) -> None:
+    """Raise InvalidSpec for the first problem found; return quietly for a spec Gravity can schedule.
+    `taxonomy` (settings.finops.tags) lists the tags every job must carry and the values allowed."""
 
     def bad(field: str, message: str) -> InvalidSpec:
         return InvalidSpec(field, message)
@@ -79,6 +81,8 @@ def validate(spec: JobSpec, catalog: Catalog, now: float) -> None:
             raise bad("tags", "tag keys must be non-empty strings")
         if "=" in key or "," in key:
             raise bad(f"tags.{key}", "a tag key may not contain '=' or ','")
+    if taxonomy:
+        check_tags(spec.tags, taxonomy)
     _validate_datasets(spec, catalog)
     for i, j in enumerate(spec.allowed_jurisdictions):
         if j not in catalog.jurisdictions:
@@ -117,6 +121,24 @@ def validate(spec: JobSpec, catalog: Catalog, now: float) -> None:
         raise bad("max_retries", f"must be within 0..{MAX_RETRIES}")
 
 
+def check_tags(tags: Mapping[str, str], taxonomy: Mapping[str, TagRule]) -> None:
+    """The tag taxonomy: every required tag present, every governed tag with an allowed value."""
+    for key, rule in taxonomy.items():
+        value = tags.get(key, "")
+        if not value:
+            if rule.required:
+                hint = ""
+                if rule.allowed:
+                    hint = f" (one of {', '.join(rule.allowed)})"
+                elif rule.pattern:
+                    hint = f" (matching /{rule.pattern}/)"
+                raise InvalidSpec(f"tags.{key}", f"required tag missing{hint}")
+            continue
+        problem = rule.check(value)
+        if problem is not None:
+            raise InvalidSpec(f"tags.{key}", problem)
+
+
 def _validate_datasets(spec: JobSpec, catalog: Catalog) -> None:
     seen: set[str] = set()
     for i, ref in enumerate(spec.datasets):
@@ -149,10 +171,16 @@ def resolve_datasets(spec: JobSpec, catalog: Catalog) -> tuple[Dataset, ...]:
     return tuple(catalog.datasets[r] if isinstance(r, str) else r for r in spec.datasets)
 
 
-def validate_batch(specs: Sequence[JobSpec], catalog: Catalog, now: float, prefix: str = "specs") -> None:
+def validate_batch(
+    specs: Sequence[JobSpec],
+    catalog: Catalog,
+    now: float,
+    prefix: str = "specs",
+    taxonomy: Mapping[str, TagRule] | None = None,
+) -> None:
     """All-or-nothing: the first bad spec of a batch fails the whole batch, named by index."""
     for i, spec in enumerate(specs):
         try:
-            validate(spec, catalog, now)
+            validate(spec, catalog, now, taxonomy)
         except InvalidSpec as exc:
             raise exc.under(f"{prefix}[{i}]") from None

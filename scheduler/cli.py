@@ -9,6 +9,9 @@
     gravity watch [ID]                           job events as they happen
     gravity explain ID | --file FILE.yaml        every candidate site with its cost and reasons
     gravity sites                                sites, pools, free GPUs and prices
+    gravity cost [--by TAG] [--period 2026-11]   showback / chargeback (table, --format csv|json)
+    gravity budget list|get|create|update|delete|watch   budgets per cost center or project, alerts
+    gravity audit [--job ID] [--tag k=v] [--since T]     the decision audit trail
 
 Client commands take `--server HOST:PORT` (default $GRAVITY_SERVER or 127.0.0.1:50051) and
 `--json` (protobuf JSON, field names as in the .proto, for scripts; `watch --json` writes one
@@ -120,10 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", metavar="HOST:PORT", help="gRPC address (default 127.0.0.1:50051)")
     p.add_argument("--catalog", metavar="PATH", help="site catalog YAML, or 'default'")
     p.add_argument("--placer", metavar="NAME", help="placement policy (default greedy)")
-    p.add_argument("--store-url", metavar="URL", help="memory:// or redis://host:port/db")
+    p.add_argument(
+        "--store-url",
+        "--redis-url",
+        dest="store_url",
+        metavar="URL",
+        help="memory:// (this process only) or redis://host:port/db (durable, replicas; docs/durability.md)",
+    )
     p.add_argument("--executor", choices=("ray", "sim"), help="run jobs on Ray, or simulate them")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray address (default: an embedded local Ray)")
     p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ...")
+    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus /metrics here (0 = off)")
     p.add_argument("--config", metavar="FILE.yaml", help="settings file; flags override it")
     p.set_defaults(run=cmd_serve)
 
@@ -176,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sites", parents=[client], help="sites, pools, free GPUs and prices")
     p.set_defaults(run=cmd_sites)
+
+    from scheduler.cli_finops import register  # cost, budget, audit (imported here: it imports this module)
+
+    register(sub, [client])
     return parser
 
 
@@ -241,6 +255,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "executor.kind": args.executor,
         "executor.ray_address": args.ray_address,
         "log_level": args.log_level,
+        "metrics_port": args.metrics_port,
     }
     try:
         settings = load_settings(args.config, **overrides)

@@ -7,20 +7,27 @@ One cycle, as a recipe (Kueue-style), on a frozen snapshot with an injected cloc
     3. snapshot   capacity, cached replicas, version
     4. build      the placement problem (jobs x options, costed once)
     5. place      with the configured placer
+    5b. govern    check the result against every budget (reject / hold / allow-and-alert), write
+                  the audit trail into the plan (scheduler.finops)
     6. commit     the plan atomically against the snapshot version; replan on conflict
     7. launch     placed jobs on the executor
 
 The gRPC layer, the CLI and the simulator all drive this same class.
+
+Replicas: only the leader (`is_leader`, a lease in the store; scheduler/leader.py) cycles; the
+others serve reads and accept submissions. On becoming leader - and after a restart - it first
+recovers (`recover`): the store and the executor are made to agree before anything new is planned.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from placers.capacity import FULL
 from placers.catalog import Catalog, Site
@@ -31,13 +38,26 @@ from placers.result import PlacementResult, Placer
 from scheduler.admission import resolve_datasets, validate, validate_batch
 from scheduler.clock import Clock
 from scheduler.executors.base import ExecEvent, ExecEventKind, Executor, LaunchError, LaunchRequest
+from scheduler.finops.budgets import BudgetState, Verdict
+from scheduler.finops.governance import Governance
 from scheduler.settings import CycleSettings
-from scheduler.store.base import JobEvent, JobQuery, JobUpdate, Plan, Snapshot, Store
+from scheduler.store.base import (
+    ClaimVerdict,
+    JobEvent,
+    JobQuery,
+    JobUpdate,
+    Plan,
+    SchemaError,
+    Snapshot,
+    Store,
+    StoreError,
+)
 
 log = logging.getLogger("gravity.scheduler")
 
 MAX_COMMIT_TRIES = 3
 IDLE_S = 0.5  # an idle scheduler still cycles this often, to see execution events
+SCHEMA_BACKOFF_S = 30.0  # a store holding data of an unknown schema is re-checked this often, not in a loop
 RETRY_SLACK_GPUS = 8.0  # waiting work retried on top of twice the GPUs just freed
 
 
@@ -68,14 +88,8 @@ class SiteView:
     site: Site
     pools: tuple[PoolView, ...]
     available: bool
-
-    @property
-    def total_gpus(self) -> int:
-        return sum(p.total_gpus for p in self.pools)
-
-    @property
-    def free_gpus(self) -> float:
-        return sum(p.free_gpus for p in self.pools)
+    total_gpus: int  # the site's pools, capped by its burst quota
+    free_gpus: float  # likewise
 
 
 @dataclass
@@ -92,9 +106,13 @@ class CycleReport:
     stats: dict[str, float] = field(default_factory=dict)
 
 
+_ID_PREFIX = secrets.token_hex(3)  # this process
+_ID_COUNTER = itertools.count()
+
+
 def new_job_id() -> str:
-    """Time-ordered and unique: 'j-' + milliseconds (hex) + 32 random bits."""
-    return f"j-{int(time.time() * 1000):011x}{secrets.token_hex(4)}"
+    """Time-ordered and unique across replicas: 'j-' + ms (hex) + process prefix + counter."""
+    return f"j-{int(time.time() * 1000):011x}{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFF:05x}"
 
 
 class SchedulerService:
@@ -111,17 +129,28 @@ class SchedulerService:
         budget_tag: str = "cost_center",
         new_id: Callable[[], str] = new_job_id,
         epoch: Callable[[], int] = lambda: 0,
+        is_leader: Callable[[], bool] = lambda: True,
+        governance: Governance | None = None,
     ) -> None:
+        """`governance` (tag taxonomy, budgets, audit, metrics) defaults to one with no taxonomy whose
+        budgets are `budgets_usd` (USD per month per value of `budget_tag`, held on breach)."""
         self.catalog = catalog
         self.store = store
         self.executor = executor
         self.placer = placer
         self.clock = clock
         self.cycle = cycle or CycleSettings()
-        self.budgets_usd = dict(budgets_usd or {})
-        self.budget_tag = budget_tag
+        self.governance = governance or Governance(
+            store,
+            catalog,
+            clock,
+            service_horizon_s=self.cycle.service_horizon_s,
+            budgets_usd=budgets_usd,
+            budget_tag=budget_tag,
+        )
         self.new_id = new_id
         self.epoch = epoch
+        self.is_leader = is_leader
         self.problem_settings = ProblemSettings(
             replica_ttl_s=self.cycle.replica_ttl_s, service_horizon_s=self.cycle.service_horizon_s
         )
@@ -131,6 +160,9 @@ class SchedulerService:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._led_epoch: int | None = None  # the epoch this replica last recovered at; None while following
+        self._recover_due = False  # a store error interrupted a cycle: recover before the next one
+        self._unapplied: list[ExecEvent] = []  # execution events polled but not yet stored
         self.last_report = CycleReport()
 
     # ================================================================== client operations
@@ -138,10 +170,11 @@ class SchedulerService:
     def submit(self, specs: Sequence[JobSpec]) -> list[tuple[Job, bool]]:
         """Validate (all or nothing) and durably queue; (job, created) per spec, idempotent by request_id."""
         now = self.clock.now()
+        taxonomy = self.governance.taxonomy
         if len(specs) == 1:
-            validate(specs[0], self.catalog, now)
+            validate(specs[0], self.catalog, now, taxonomy)
         else:
-            validate_batch(specs, self.catalog, now)
+            validate_batch(specs, self.catalog, now, taxonomy=taxonomy)
         jobs = [
             Job(id=self.new_id(), spec=s, state=JobState.PENDING, created_at=now, updated_at=now, reason="queued")
             for s in specs
@@ -164,9 +197,11 @@ class SchedulerService:
         if job.state.terminal:
             return job  # cancelling a finished job is a no-op, not an error
         at = self.clock.now()
-        text = reason or f"cancelled by {by or 'a client'}"
+        who = by or "a client"
+        text = reason or f"cancelled by {who}"
+        audit = self.governance.cancelled(job, who, text, at)
         updated = self.store.update(
-            JobUpdate(job_id, JobState.CANCELLED, at, reason=text, cancelled_by=by or "a client")
+            JobUpdate(job_id, JobState.CANCELLED, at, reason=text, cancelled_by=who, audit=(audit,))
         )
         if updated is None:
             return self.get(job_id)
@@ -193,7 +228,7 @@ class SchedulerService:
 
     def explain_spec(self, spec: JobSpec) -> Explanation:
         """Dry run: where would this spec go now, and why? Nothing is submitted."""
-        validate(spec, self.catalog, self.clock.now())
+        validate(spec, self.catalog, self.clock.now(), self.governance.taxonomy)
         problem = self._problem_for([spec], ["dry-run"])
         return explain(problem, 0, self.placer.place(problem).decisions[0].option)
 
@@ -217,7 +252,11 @@ class SchedulerService:
                 )
                 for p in site.pools
             )
-            views.append(SiteView(site, pools, site.name not in down))
+            free = sum(p.free_gpus for p in pools)
+            if site.burst_quota_gpus is not None:
+                free = min(free, snap.capacity.site_quota_free[self.catalog.site_index[site.name]] / FULL)
+            total = self.catalog.total_gpus(site.name)
+            views.append(SiteView(site, pools, site.name not in down, total, free))
         return views
 
     # ================================================================== the cycle
@@ -235,10 +274,17 @@ class SchedulerService:
             for _ in range(MAX_COMMIT_TRIES):
                 # 3. snapshot  4. build  5. place
                 snap = self.store.snapshot()
-                problem = self._build(jobs, snap, now)
+                budgets = self.governance.budget_state(now)
+                problem = self._build(jobs, snap, now, budgets)
                 result = self.placer.place(problem)
-                plan, waiting = self._plan(problem, result, snap, now)
-                retry_at = {problem.job_ids[d.job]: d.retry_at for d in result.decisions if d.retry_at is not None}
+                # 5b. govern
+                verdict = self.governance.review(budgets, problem, result)
+                plan, waiting = self._plan(problem, result, snap, now, verdict)
+                by_id = {j.id: j for j in jobs}
+                plan = replace(plan, audit=self.governance.audit(problem, plan, verdict, by_id, now))
+                retry_at = {
+                    problem.job_ids[d.job]: d.retry_at for d in verdict.result.decisions if d.retry_at is not None
+                }
                 # 6. commit
                 if self.store.commit(plan):
                     report.placed, report.rejected = len(plan.placements), len(plan.rejections)
@@ -249,32 +295,110 @@ class SchedulerService:
                         self._parked[job_id] = min(retry_at.get(job_id, default_retry), default_retry)
                     for job_id in (*plan.placements, *plan.rejections):
                         self._parked.pop(job_id, None)
+                    first = [j for j in jobs if j.decided_at is None]
+                    self.governance.decided(plan, first, self.clock.now())  # latency up to the commit
                     # 7. launch
-                    report.launched = self._launch(plan)
+                    report.launched = self._launch(plan, {j.id: len(j.attempts) + 1 for j in jobs})
                     break
                 report.conflicts += 1
-                jobs = [j for j in (self.store.get(x.id) for x in jobs) if j and j.state is JobState.PENDING]
+                if not self.is_leader():
+                    break  # refused because a newer leader exists: it plans now
+                jobs = [j for j in self.store.get_many([x.id for x in jobs]) if j and j.state is JobState.PENDING]
+        self.governance.tick(now)
         report.duration_s = time.perf_counter() - started
         self.last_report = report
         return report
 
     def reconcile(self) -> int:
-        """Apply execution events to the store; failed attempts are retried while retries remain."""
-        events = self.executor.poll()
-        for ev in events:
-            self._apply(ev)
+        """Apply execution events to the store; failed attempts are retried while retries remain.
+
+        Events are stored in one batch; if the store fails they are kept and applied again next
+        time (updates are idempotent: stale or repeated news about an attempt is ignored)."""
+        events = [*self._unapplied, *self.executor.poll()]
+        self._unapplied = events
+        self._apply_events(events)
+        self._unapplied = []
         return len(events)
 
     def recover(self) -> int:
-        """After a restart: relaunch placed jobs the executor does not know (launch is idempotent)."""
+        """Make the store and the executor agree: after a restart, on becoming leader, after a store error.
+
+        1. apply what the executor reports
+        2. placed jobs the executor does not run are launched (claimed first; launch is idempotent
+           by launch id); an attempt that another leader claimed, yet the executor does not run, is lost
+        3. lost attempts - and running jobs the executor no longer knows - fail with that cause and are
+           retried, as platform failures, without using the job's max_retries
+        4. work the executor runs for a job the store does not hold as placed or running (cancelled
+           through another replica, or a placement lost with Redis data) is stopped
+        Returns the number of jobs launched, failed or stopped.
+        """
+        self.reconcile()
         active = self.executor.active()
-        placed, _ = self.store.list_jobs(JobQuery(states=frozenset({JobState.PLACED}), page_size=1_000_000))
-        n = 0
-        for job in placed:
-            if job.id not in active and job.placement is not None:
-                self._launch_one(job, job.placement)
-                n += 1
-        return n
+        orphans = [
+            job_id
+            for job_id, job in zip(active, self.store.get_many(list(active)), strict=True)
+            if job is None or not job.state.holds_capacity
+        ]
+        for job_id in orphans:
+            log.warning("recovery: stopping %s, which the executor runs but the store does not hold", job_id)
+            self.executor.cancel(job_id)
+        placed: list[Job] = []
+        lost: list[Job] = []
+        token = ""
+        while True:
+            page, token = self.store.list_jobs(
+                JobQuery(states=frozenset({JobState.PLACED, JobState.RUNNING}), page_size=1000, page_token=token)
+            )
+            for job in page:
+                if active.get(job.id) != len(job.attempts):
+                    (placed if job.state is JobState.PLACED else lost).append(job)
+            if not token:
+                break
+        launched = self._launch_claims(self.epoch(), [(j.id, len(j.attempts)) for j in placed], lost)
+        if lost:
+            now = self.clock.now()
+            updates = [
+                JobUpdate(
+                    j.id,
+                    JobState.FAILED,
+                    now,
+                    reason=f"{INFRA_PREFIX}lost: the executor does not run attempt {len(j.attempts)} "
+                    "(scheduler restart or leader change)",
+                    attempt=len(j.attempts),
+                    requeue=True,  # the platform lost it, not the job's fault: retried without using max_retries
+                )
+                for j in lost
+            ]
+            self.store.update_many(updates)
+            self._freed_gpus += sum(j.spec.gpu_equivalents * j.spec.replicas for j in lost)
+            log.warning("recovery: %d lost attempt(s) retried", len(lost))
+        if launched:
+            log.info("recovery: %d placed job(s) launched", launched)
+        return launched + len(lost) + len(orphans)
+
+    def step(self) -> CycleReport | None:
+        """One turn of the background loop: a cycle when this replica leads, nothing when it follows.
+
+        A replica that has just become leader (a new epoch), or whose last cycle hit a store error,
+        recovers first."""
+        if not self.is_leader():
+            if self._led_epoch is not None:
+                log.info("no longer the leader: following")
+            self._led_epoch = None
+            return None
+        epoch = self.epoch()
+        try:
+            if epoch != self._led_epoch or self._recover_due:
+                if self._led_epoch is None:
+                    log.info("leading at epoch %d: recovering", epoch)
+                self._recover_due = True
+                self.recover()
+                self._led_epoch, self._recover_due = epoch, False
+                self._last_full_retry = float("-inf")  # a new leader decides all waiting work afresh
+            return self.run_cycle()
+        except StoreError:
+            self._recover_due = True  # a commit or claim may have applied without our knowing
+            raise
 
     # ------------------------------------------------------------------ steps
 
@@ -308,11 +432,19 @@ class SchedulerService:
                 break
         return out
 
+    def retry_waiting(self) -> None:
+        """Decide every waiting job again at the next cycle (a budget was raised, a rule changed)."""
+        self._last_full_retry = float("-inf")
+        self._wake.set()
+
     def next_wakeup(self) -> float | None:
         """The earliest time a waiting job is due for another decision (the simulator's next cycle)."""
         return min(self._parked.values(), default=None)
 
-    def _build(self, jobs: Sequence[Job], snap: Snapshot, now: float) -> PlacementProblem:
+    def _build(
+        self, jobs: Sequence[Job], snap: Snapshot, now: float, budgets: BudgetState | None = None
+    ) -> PlacementProblem:
+        budgets = budgets if budgets is not None else self.governance.budget_state(now)
         return build_problem(
             self.catalog,
             [j.spec for j in jobs],
@@ -322,14 +454,15 @@ class SchedulerService:
             now,
             extra_replicas=_live_replicas(snap, now),
             unavailable_sites=self.executor.unavailable_sites(),
-            budget_remaining_usd=self.budgets_usd,
-            budget_tag=self.budget_tag,
+            budget_remaining_usd=budgets.remaining_usd(),
+            budget_keys=budgets.keys([j.spec for j in jobs]),
             settings=self.problem_settings,
         )
 
     def _problem_for(self, specs: Sequence[JobSpec], ids: Sequence[str]) -> PlacementProblem:
         now = self.clock.now()
         snap = self.store.snapshot()
+        budgets = self.governance.budget_state(now)
         return build_problem(
             self.catalog,
             specs,
@@ -339,18 +472,27 @@ class SchedulerService:
             now,
             extra_replicas=_live_replicas(snap, now),
             unavailable_sites=self.executor.unavailable_sites(),
-            budget_remaining_usd=self.budgets_usd,
-            budget_tag=self.budget_tag,
+            budget_remaining_usd=budgets.remaining_usd(),
+            budget_keys=budgets.keys(specs),
             settings=self.problem_settings,
         )
 
     def _plan(
-        self, problem: PlacementProblem, result: PlacementResult, snap: Snapshot, now: float
+        self,
+        problem: PlacementProblem,
+        result: PlacementResult,
+        snap: Snapshot,
+        now: float,
+        verdict: Verdict | None = None,
     ) -> tuple[Plan, list[str]]:
+        """The plan for the placer's result, after the budgets' `verdict` (scheduler.finops) when given."""
+        verdict = verdict or Verdict(result)
+        result = verdict.result
         never = problem.never_fits()
         placements: dict[str, Placement] = {}
         rejections: dict[str, str] = {}
         waiting: dict[int, tuple[int, str]] = {}
+        held: dict[str, str] = {}
         new_replicas: dict[str, set[str]] = {}
         for d in result.decisions:
             job_id = problem.job_ids[d.job]
@@ -363,9 +505,14 @@ class SchedulerService:
                     new_replicas.setdefault(move.dataset_id, set()).add(move.to_site)
             elif never[d.job]:
                 rejections[job_id] = rejection_text(problem, d.job)
+            elif d.job in verdict.rejections:
+                rejections[job_id] = verdict.rejections[d.job]
+            elif d.job in verdict.holds:
+                held[job_id] = verdict.holds[d.job].reason
             else:
                 waiting[d.job] = (d.reason or int(Reason.CAPACITY), d.note)
         waits = {problem.job_ids[j]: text for j, text in waiting_texts(problem, waiting).items()}
+        waits.update(held)
         for dataset, sites in result.new_replicas.items():
             new_replicas.setdefault(dataset, set()).update(sites)
         plan = Plan(
@@ -380,19 +527,37 @@ class SchedulerService:
         )
         return plan, list(waits)
 
-    def _launch(self, plan: Plan) -> int:
+    def _launch(self, plan: Plan, attempts: Mapping[str, int]) -> int:
+        """Launch the plan's placements (each placed job's attempt number in `attempts`)."""
+        return self._launch_claims(plan.epoch, [(job_id, attempts[job_id]) for job_id in plan.placements])
+
+    def _launch_claims(self, epoch: int, claims: Sequence[tuple[str, int]], lost: list[Job] | None = None) -> int:
+        """Claim the launches in the store at `epoch`, then launch those granted.
+
+        The claim is the fence: a deposed leader's claim is refused before the executor is called.
+        An attempt another epoch claimed goes to `lost` when given (recovery), else is left alone."""
         n = 0
-        for job_id, placement in plan.placements.items():
-            job = self.store.get(job_id)
-            if job is not None and job.state is JobState.PLACED:
-                self._launch_one(job, placement)
+        for claim in self.store.claim_launches(epoch, claims):
+            job = claim.job
+            if claim.verdict is ClaimVerdict.FENCED:
+                log.warning("launch of %s refused: epoch %d is not the leader's", claim.job_id, epoch)
+            elif claim.verdict is ClaimVerdict.CLAIMED and job is not None and lost is not None:
+                lost.append(job)
+            elif claim.verdict is ClaimVerdict.LAUNCH and job is not None and job.placement is not None:
+                if self.epoch() != epoch:
+                    # Paused or cut off since the claim: the lease may be another's now. The claim stays
+                    # ours; whoever leads next finds the attempt not running and retries it.
+                    log.warning("launches at epoch %d stopped: the lease lapsed", epoch)
+                    self._recover_due = True  # still leading at this epoch later? recovery launches them
+                    break
+                self._launch_one(job, job.placement, epoch)
                 n += 1
         return n
 
-    def _launch_one(self, job: Job, placement: Placement) -> None:
+    def _launch_one(self, job: Job, placement: Placement, epoch: int) -> None:
         attempt = len(job.attempts)
         try:
-            self.executor.launch(LaunchRequest(job.id, attempt, job.spec, placement, self.epoch()))
+            self.executor.launch(LaunchRequest(job.id, attempt, job.spec, placement, epoch))
         except LaunchError as exc:
             log.warning("launch of %s at %s failed: %s", job.id, placement.site, exc)
             self.store.update(
@@ -407,54 +572,65 @@ class SchedulerService:
             )
             self._freed_gpus += job.spec.gpu_equivalents * job.spec.replicas
 
-    def _apply(self, ev: ExecEvent) -> None:
-        job = self.store.get(ev.job_id)
-        if job is None:
+    def _apply_events(self, events: Sequence[ExecEvent]) -> None:
+        if not events:
             return
-        if ev.kind is ExecEventKind.STARTED:
-            self.store.update(JobUpdate(ev.job_id, JobState.RUNNING, ev.at, attempt=ev.attempt))
-            return
-        if ev.kind is ExecEventKind.HEALTH:
-            self.store.update(
-                JobUpdate(
-                    ev.job_id,
-                    JobState.RUNNING,
-                    ev.at,
-                    attempt=ev.attempt,
-                    health=ev.health,
-                    endpoint=ev.endpoint,
-                    replicas_ready=ev.replicas_ready,
+        jobs = dict(zip((e.job_id for e in events), self.store.get_many([e.job_id for e in events]), strict=True))
+        updates: list[JobUpdate] = []
+        for ev in events:
+            job = jobs.get(ev.job_id)
+            if job is None:
+                continue
+            if ev.kind is ExecEventKind.STARTED:
+                updates.append(JobUpdate(ev.job_id, JobState.RUNNING, ev.at, attempt=ev.attempt))
+            elif ev.kind is ExecEventKind.HEALTH:  # a service's news: not an end
+                updates.append(
+                    JobUpdate(
+                        ev.job_id,
+                        JobState.RUNNING,
+                        ev.at,
+                        attempt=ev.attempt,
+                        health=ev.health,
+                        endpoint=ev.endpoint,
+                        replicas_ready=ev.replicas_ready,
+                    )
                 )
-            )
-            return
-        if ev.kind is ExecEventKind.SUCCEEDED:
-            update = JobUpdate(
-                ev.job_id, JobState.SUCCEEDED, ev.at, exit_code=ev.exit_code, log_tail=ev.log_tail, attempt=ev.attempt
-            )
-        else:
-            failed_before = sum(1 for a in job.attempts[:-1] if a.state is JobState.FAILED and not _free_retry(a))
-            cause = ev.cause or (f"exit code {ev.exit_code}" if ev.exit_code is not None else "stopped")
-            if ev.infrastructure:
-                cause = f"{INFRA_PREFIX}{cause}"
-            update = JobUpdate(
-                ev.job_id,
-                JobState.FAILED,
-                ev.at,
-                reason=cause,
-                exit_code=ev.exit_code,
-                log_tail=ev.log_tail,
-                attempt=ev.attempt,
-                requeue=ev.infrastructure or failed_before < job.spec.max_retries,
-            )
-        if self.store.update(update) is not None:
-            self._freed_gpus += job.spec.gpu_equivalents * job.spec.replicas
+            elif ev.kind is ExecEventKind.SUCCEEDED:
+                updates.append(
+                    JobUpdate(
+                        ev.job_id,
+                        JobState.SUCCEEDED,
+                        ev.at,
+                        exit_code=ev.exit_code,
+                        log_tail=ev.log_tail,
+                        attempt=ev.attempt,
+                    )
+                )
+            else:
+                cause = ev.cause or (f"exit code {ev.exit_code}" if ev.exit_code is not None else "stopped")
+                if ev.infrastructure:
+                    cause = f"{INFRA_PREFIX}{cause}"
+                updates.append(
+                    JobUpdate(
+                        ev.job_id,
+                        JobState.FAILED,
+                        ev.at,
+                        reason=cause,
+                        exit_code=ev.exit_code,
+                        log_tail=ev.log_tail,
+                        attempt=ev.attempt,
+                        requeue=ev.infrastructure or _retries_left(job),
+                    )
+                )
+        for update, done in zip(updates, self.store.update_many(updates), strict=True):
+            if done is not None and update.state is not JobState.RUNNING:
+                self._freed_gpus += done.spec.gpu_equivalents * done.spec.replicas
 
     # ================================================================== background loop
 
     def start(self) -> None:
         if self._thread is not None:
             return
-        self.recover()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="gravity-cycle", daemon=True)
         self._thread.start()
@@ -468,10 +644,21 @@ class SchedulerService:
 
     def _loop(self) -> None:
         """Cycle when woken (new work) or every IDLE_S, never more often than tick_s: batches form."""
+        store_down = False
         while not self._stop.is_set():
             began = time.monotonic()
             try:
-                self.run_cycle()
+                self.step()
+                if store_down:
+                    log.info("store reachable again: scheduling resumed")
+                store_down = False
+            except StoreError as exc:  # the store is down: answer UNAVAILABLE meanwhile, retry next tick
+                if not store_down:
+                    log.warning("scheduling paused, the store is unavailable: %s", exc)
+                store_down = True
+            except SchemaError as exc:  # operator action needed; do not spin on it
+                log.error("scheduling paused for %.0f s: %s", SCHEMA_BACKOFF_S, exc)
+                self._stop.wait(SCHEMA_BACKOFF_S)
             except Exception:  # a bad cycle must not kill the scheduler; it is logged and retried
                 log.exception("scheduling cycle failed")
             self._wake.wait(max(self.cycle.tick_s, IDLE_S))
@@ -487,6 +674,12 @@ INFRA_PREFIX = "infrastructure: "
 def _free_retry(attempt: Attempt) -> bool:
     """Attempts lost to the platform do not count against the job's max_retries."""
     return attempt.cause.startswith(INFRA_PREFIX)
+
+
+def _retries_left(job: Job) -> bool:
+    """May the job's current attempt, when it fails, be retried? (platform losses do not count)"""
+    failed_before = sum(1 for a in job.attempts[:-1] if a.state is JobState.FAILED and not _free_retry(a))
+    return failed_before < job.spec.max_retries
 
 
 def _live_replicas(snap: Snapshot, now: float) -> dict[str, tuple[str, ...]]:

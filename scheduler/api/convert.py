@@ -218,10 +218,11 @@ def _attempt_to_proto(a: Attempt) -> pb.Attempt:
     return m
 
 
-def job_to_proto(j: Job) -> pb.Job:
+def job_to_proto(j: Job, spec: pb.JobSpec | None = None) -> pb.Job:
+    """`spec`: the wire spec the job was created from, when at hand (saves re-encoding it)."""
     m = pb.Job(
         id=j.id,
-        spec=spec_to_proto(j.spec),
+        spec=spec if spec is not None else spec_to_proto(j.spec),
         state=STATE_TO_PB[j.state],
         reason=j.reason,
         log_tail=j.log_tail,

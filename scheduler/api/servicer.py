@@ -88,7 +88,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
             ((job, created),) = self.service.submit([spec])
         except InvalidSpec as exc:
             raise exc.under("spec") from None
-        return pb.SubmitJobResponse(job=convert.job_to_proto(job), created=created)
+        echo = request.spec if created else None
+        return pb.SubmitJobResponse(job=convert.job_to_proto(job, echo), created=created)
 
     @_errors
     def SubmitJobs(self, request: pb.SubmitJobsRequest, context: grpc.ServicerContext) -> pb.SubmitJobsResponse:
@@ -104,7 +105,10 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
                 raise exc.under(f"specs[{i}]") from None
         results = self.service.submit(specs)
         return pb.SubmitJobsResponse(
-            results=[pb.SubmitJobResponse(job=convert.job_to_proto(j), created=c) for j, c in results]
+            results=[
+                pb.SubmitJobResponse(job=convert.job_to_proto(j, m if c else None), created=c)
+                for (j, c), m in zip(results, request.specs, strict=True)
+            ]
         )
 
     @_errors

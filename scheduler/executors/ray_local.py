@@ -42,7 +42,7 @@ from pathlib import Path
 log = logging.getLogger("gravity.executor.ray")
 
 READY_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 5.0
 _PR_SET_PDEATHSIG = 1
 
 

@@ -7,6 +7,11 @@ decides, and commits a `Plan` built on that version. `commit` applies the whole 
 nothing; it refuses a plan whose base version is stale (someone placed, released or
 cancelled in between), and the scheduler replans. Submissions do not bump the version:
 new pending work never invalidates a plan.
+
+Replicas (after Chubby/ZooKeeper fencing): one leader at a time holds a lease in the store and
+gets an *epoch* (fencing token) that grows with every new holder. A plan carries the epoch that
+made it and every launch is first *claimed* in the store at that epoch; both are refused once a
+newer leader exists, so a paused or partitioned old leader can neither commit nor launch.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Protocol
 
 from placers.capacity import CapacityState
 from placers.domain import Job, JobState, Placement, UnixSeconds
+from scheduler.finops.model import AuditEntry, AuditQuery, Budget, BudgetAlert
 
 
 class StoreError(RuntimeError):
@@ -69,6 +75,25 @@ class Plan:
     replica_expires_at: UnixSeconds = 0.0
     epoch: int = 0  # leader epoch that made the plan (0 = no leader election)
     decided_at: UnixSeconds = 0.0  # when the plan was made
+    audit: tuple[AuditEntry, ...] = ()  # the decisions' audit trail: appended if and only if the plan applies
+
+
+class ClaimVerdict(enum.StrEnum):
+    LAUNCH = "launch"  # recorded: call the executor (again, at the same epoch: launch is idempotent)
+    FENCED = "fenced"  # the epoch is not the current lease's: this process is not the leader
+    NOT_PLACED = "not_placed"  # the job is no longer placed at that attempt (cancelled, retried, unknown)
+    CLAIMED = "claimed"  # another epoch claimed this attempt: only the executor knows whether it started
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchClaim:
+    """The outcome of claiming one launch; `job` is the job as placed (for LAUNCH and CLAIMED)."""
+
+    job_id: str
+    attempt: int
+    verdict: ClaimVerdict
+    job: Job | None = None
+    claimed_epoch: int = 0  # who holds the claim (the caller's epoch for LAUNCH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +118,7 @@ class JobUpdate:
     attempt: int | None = None  # the attempt the event is about; stale attempts are ignored
     cancelled_by: str = ""
     requeue: bool = False  # FAILED with retries left: back to pending instead of failed
+    audit: tuple[AuditEntry, ...] = ()  # appended if and only if the update applies (e.g. who cancelled)
     # RUNNING news about a service (None: unchanged): see Job.health, Job.endpoint, Job.replicas_ready
     health: str | None = None
     endpoint: str | None = None
@@ -106,6 +132,10 @@ class Store(Protocol):
         ...
 
     def get(self, job_id: str) -> Job | None: ...
+
+    def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """`get` for each id, in order (one round trip where the backend allows)."""
+        ...
 
     def list_jobs(self, query: JobQuery) -> tuple[list[Job], str]:
         """Jobs matching the query, newest first, and the next page token ("" at the end)."""
@@ -126,6 +156,28 @@ class Store(Protocol):
         Returns the job after the change, or None when the update is stale or the job unknown."""
         ...
 
+    def update_many(self, updates: Sequence[JobUpdate]) -> list[Job | None]:
+        """`update` for each, in order: a later update sees the earlier ones (one batch per cycle)."""
+        ...
+
+    def claim_launches(self, epoch: int, claims: Sequence[tuple[str, int]]) -> list[LaunchClaim]:
+        """Durably record that the leader at `epoch` launches these (job id, attempt) now, before it
+        calls the executor. Refused (FENCED) unless `epoch` is the current lease's epoch (0: allowed
+        only while nobody holds the lease); NOT_PLACED unless the job is placed at that attempt;
+        CLAIMED when another epoch claimed the attempt first. A claim repeated at the same epoch is
+        granted again (the executor's launch is idempotent by launch id)."""
+        ...
+
+    def acquire_lease(self, holder: str, ttl_s: float) -> int:
+        """Take, or renew, the leader lease for `holder` for ttl_s seconds. Returns the lease's epoch
+        (> 0), or 0 while another holder has it. A holder taking a free or expired lease always gets
+        a new epoch, larger than any before."""
+        ...
+
+    def release_lease(self, holder: str) -> None:
+        """Give the lease up now (clean shutdown) if `holder` has it, so a follower takes over at once."""
+        ...
+
     def events(self, after_seq: int, job_id: str = "", timeout_s: float = 0.0) -> list[JobEvent]:
         """Events with seq > after_seq (optionally one job's), waiting up to timeout_s for the first."""
         ...
@@ -133,5 +185,41 @@ class Store(Protocol):
     def last_seq(self) -> int: ...
 
     def counts(self) -> Mapping[JobState, int]: ...
+
+    # ---- FinOps: budgets (versioned documents), alerts fired (append-only, once each), audit (append-only)
+
+    def put_budget(self, budget: Budget, expected_version: int, audit: AuditEntry | None = None) -> Budget:
+        """Compare-and-set: store `budget` if the stored one is at `expected_version` (0 = must not exist).
+        Returns it at version expected_version + 1; raises VersionMismatch otherwise. `audit` is
+        appended in the same operation, only when the write happens."""
+        ...
+
+    def delete_budget(self, budget_id: str, expected_version: int = 0, audit: AuditEntry | None = None) -> Budget:
+        """Remove a budget (at `expected_version`, or any version when 0); returns what was removed.
+        Raises VersionMismatch (actual 0 when there is no such budget)."""
+        ...
+
+    def get_budget(self, budget_id: str) -> Budget | None: ...
+
+    def list_budgets(self) -> list[Budget]:
+        """Every budget, ordered by id."""
+        ...
+
+    def record_alert(self, alert: BudgetAlert) -> BudgetAlert | None:
+        """Append the alert unless one with the same (budget_id, period, threshold) was recorded before:
+        the stored alert with its seq, or None when it already fired (so it is sent once, across restarts)."""
+        ...
+
+    def alerts(
+        self, after_seq: int, timeout_s: float = 0.0, budget_id: str = "", period: str = ""
+    ) -> list[BudgetAlert]:
+        """Alerts with seq > after_seq (optionally one budget's, one period's), waiting up to timeout_s."""
+        ...
+
+    def last_alert_seq(self) -> int: ...
+
+    def query_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        """Audit entries matching the query, in append (seq) order, at most query.limit."""
+        ...
 
     def close(self) -> None: ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from placers.domain import Attempt, Job, JobState
+from placers.domain import Attempt, Job, JobState, Placement, UnixSeconds
 from scheduler.store.base import EventKind, JobQuery, JobUpdate
 
 _EVENT_OF = {
@@ -11,6 +11,36 @@ _EVENT_OF = {
     JobState.FAILED: EventKind.FAILED,
     JobState.CANCELLED: EventKind.CANCELLED,
 }
+
+
+def placed(job: Job, placement: Placement, decided_at: UnixSeconds) -> Job:
+    """A pending job after a committed placement: a new attempt starts, in state placed."""
+    attempt = Attempt(len(job.attempts) + 1, placement.site, placement.start_at, state=JobState.PLACED)
+    return job.evolve(
+        state=JobState.PLACED,
+        placement=placement,
+        reason="",
+        updated_at=placement.start_at,
+        attempts=(*job.attempts, attempt),
+        decided_at=job.decided_at or decided_at,
+    )
+
+
+def rejected(job: Job, reason: str, decided_at: UnixSeconds) -> Job:
+    return job.evolve(
+        state=JobState.REJECTED,
+        reason=reason,
+        finished_at=decided_at,
+        updated_at=decided_at,
+        decided_at=job.decided_at or decided_at,
+    )
+
+
+def waiting(job: Job, reason: str, decided_at: UnixSeconds) -> Job | None:
+    """A pending job with a new waiting reason; None when nothing changes (no event)."""
+    if job.state is not JobState.PENDING or job.reason == reason:
+        return None
+    return job.evolve(reason=reason, decided_at=job.decided_at or decided_at)
 
 
 def apply_update(job: Job, u: JobUpdate) -> tuple[Job, EventKind] | None:

@@ -402,7 +402,7 @@ def test_sites_table(gravity: Gravity) -> None:
         "0.55",
     ]
     assert fra_l40s[10:] == ["-", "dedicated"]  # no spot price on-prem; batch work cannot take it
-    total = sum(p.max_gpus for p in catalog.pools)
+    total = sum(catalog.total_gpus(site.name) for site in catalog.sites)  # pools capped by burst quotas
     assert (blank, summary) == ("", f"{len(catalog.sites)} sites, {total} of {total} GPUs free")
 
 

@@ -5,8 +5,13 @@ Gravity scheduler API, version 1.
 
 Units live in field names: _usd, _gb, _s, _ms, _gbps. Times are google.protobuf.Timestamp.
 Errors: INVALID_ARGUMENT names the offending field ("spec.gpus: must be at least 1");
-NOT_FOUND for unknown job ids; UNAVAILABLE when the store cannot be reached (safe to retry
-a SubmitJob that carries a request_id).
+NOT_FOUND for unknown job ids; UNAVAILABLE when the store cannot be reached.
+
+Retry policy: UNAVAILABLE and DEADLINE_EXCEEDED are safe to retry - with backoff, on any
+replica - for reads, cancels, and submissions that carry a request_id: the same request_id
+returns the job that exists (created = false), also across scheduler restarts. A submission
+without a request_id may be created twice by a retry. Other codes are answers: do not retry.
+See docs/durability.md.
 """
 
 from collections import abc as _abc

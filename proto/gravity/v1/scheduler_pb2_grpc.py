@@ -80,8 +80,9 @@ class SchedulerServicer:
     """Missing associated documentation comment in .proto file."""
 
     def SubmitJob(self, request, context):
-        """Queue one job. Returns once the job is durably stored (state PENDING); the placement
-        decision follows within a scheduling tick (watch it with WatchJobs).
+        """Queue one job. Returns once the job is durably stored (state PENDING; with the Redis store:
+        written to Redis and its append-only file); the placement decision follows within a
+        scheduling tick (watch it with WatchJobs).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -5,8 +5,13 @@ Gravity scheduler API, version 1.
 
 Units live in field names: _usd, _gb, _s, _ms, _gbps. Times are google.protobuf.Timestamp.
 Errors: INVALID_ARGUMENT names the offending field ("spec.gpus: must be at least 1");
-NOT_FOUND for unknown job ids; UNAVAILABLE when the store cannot be reached (safe to retry
-a SubmitJob that carries a request_id).
+NOT_FOUND for unknown job ids; UNAVAILABLE when the store cannot be reached.
+
+Retry policy: UNAVAILABLE and DEADLINE_EXCEEDED are safe to retry - with backoff, on any
+replica - for reads, cancels, and submissions that carry a request_id: the same request_id
+returns the job that exists (created = false), also across scheduler restarts. A submission
+without a request_id may be created twice by a retry. Other codes are answers: do not retry.
+See docs/durability.md.
 """
 
 from collections import abc as _abc
@@ -38,8 +43,9 @@ class SchedulerStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SchedulerAsyncStub: ...
     SubmitJob: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitJobRequest, _scheduler_pb2.SubmitJobResponse]
-    """Queue one job. Returns once the job is durably stored (state PENDING); the placement
-    decision follows within a scheduling tick (watch it with WatchJobs).
+    """Queue one job. Returns once the job is durably stored (state PENDING; with the Redis store:
+    written to Redis and its append-only file); the placement decision follows within a
+    scheduling tick (watch it with WatchJobs).
     """
     SubmitJobs: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitJobsRequest, _scheduler_pb2.SubmitJobsResponse]
     """Queue a batch in one call: all or nothing at validation ("specs[3].gpus: ...")."""
@@ -59,8 +65,9 @@ class SchedulerStub:
 class SchedulerAsyncStub(SchedulerStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitJob: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitJobRequest, _scheduler_pb2.SubmitJobResponse]  # type: ignore[assignment]
-    """Queue one job. Returns once the job is durably stored (state PENDING); the placement
-    decision follows within a scheduling tick (watch it with WatchJobs).
+    """Queue one job. Returns once the job is durably stored (state PENDING; with the Redis store:
+    written to Redis and its append-only file); the placement decision follows within a
+    scheduling tick (watch it with WatchJobs).
     """
     SubmitJobs: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitJobsRequest, _scheduler_pb2.SubmitJobsResponse]  # type: ignore[assignment]
     """Queue a batch in one call: all or nothing at validation ("specs[3].gpus: ...")."""
@@ -83,8 +90,9 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         request: _scheduler_pb2.SubmitJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.SubmitJobResponse, _abc.Awaitable[_scheduler_pb2.SubmitJobResponse]]:
-        """Queue one job. Returns once the job is durably stored (state PENDING); the placement
-        decision follows within a scheduling tick (watch it with WatchJobs).
+        """Queue one job. Returns once the job is durably stored (state PENDING; with the Redis store:
+        written to Redis and its append-only file); the placement decision follows within a
+        scheduling tick (watch it with WatchJobs).
         """
 
     @_abc_1.abstractmethod
