@@ -344,17 +344,20 @@ class _Client(JobSubmissionClient):
         text: str = self.get_job_logs(submission_id)
         return "\n".join(text.splitlines()[-lines:])
 
-    def advertised(self) -> dict[str, float]:
-        """Resources summed over the cluster's ALIVE nodes (Ray's state API)."""
+    def advertised(self) -> dict[str, float] | None:
+        """Resources summed over the cluster's ALIVE nodes (Ray's state API); None while no node is
+        listed yet (a head that has just started answers before its own node registers)."""
         r = self._do_request("GET", "/api/v0/nodes?detail=1&limit=10000")
         if r.status_code != 200:
             raise RuntimeError(f"listing nodes: status code {r.status_code}")
         totals: dict[str, float] = collections.defaultdict(float)
+        alive = 0
         for node in r.json()["data"]["result"]["result"]:
             if node.get("state") == "ALIVE":
+                alive += 1
                 for key, amount in (node.get("resources_total") or {}).items():
                     totals[str(key)] += float(amount)
-        return dict(totals)
+        return dict(totals) if alive else None
 
 
 class _Cluster:
@@ -770,6 +773,8 @@ class RayExecutor:
             log.warning("cannot read the resources of Ray at %s: %s", cluster.target.address, _first_line(exc))
             cluster.inventoried.set()
             return
+        if found is None:
+            return  # no node registered yet: ask again next sweep
         with self._lock:
             before = cluster.advertised
             cluster.advertised = found
