@@ -190,6 +190,10 @@ class Job:
     attempts: tuple[Attempt, ...] = ()
     cancelled_by: str = ""
     decided_at: UnixSeconds | None = None  # first scheduling decision: placed, waiting or rejected
+    # A running service (inference), as its executor last reported it; empty otherwise.
+    health: str = ""  # starting | healthy | degraded | unhealthy
+    endpoint: str = ""  # host:port of each ready replica, comma-separated
+    replicas_ready: int = 0
 
     def evolve(self, **changes: object) -> Job:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -733,6 +733,9 @@ def _job_detail(j: pb.Job) -> str:
         add("finished", _when(j.finished_at))
     if j.HasField("exit_code"):
         add("exit code", str(j.exit_code))
+    if j.health:
+        add("health", f"{j.health}, {j.replicas_ready}/{s.inference.replicas or 1} replicas ready")
+    add("endpoint", j.endpoint)
     add("cancelled by", j.cancelled_by)
     for a in j.attempts:
         end = f", exit {a.exit_code}" if a.HasField("exit_code") else ""

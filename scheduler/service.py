@@ -594,6 +594,18 @@ class SchedulerService:
                 continue
             if ev.kind is ExecEventKind.STARTED:
                 updates.append(JobUpdate(ev.job_id, JobState.RUNNING, ev.at, attempt=ev.attempt))
+            elif ev.kind is ExecEventKind.HEALTH:  # a service's news: not an end
+                updates.append(
+                    JobUpdate(
+                        ev.job_id,
+                        JobState.RUNNING,
+                        ev.at,
+                        attempt=ev.attempt,
+                        health=ev.health,
+                        endpoint=ev.endpoint,
+                        replicas_ready=ev.replicas_ready,
+                    )
+                )
             elif ev.kind is ExecEventKind.SUCCEEDED:
                 updates.append(
                     JobUpdate(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,6 +52,27 @@ class ExecutorSettings(BaseModel):
     )
     site_addresses: dict[str, str] = Field(default_factory=dict, description="per-site Ray addresses")
     local_gpus: int = Field(default=0, ge=0, description="logical GPUs of the embedded Ray (0: catalog total)")
+    ray_auth_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token for remote Ray clusters with token authentication (RAY_AUTH_MODE=token)",
+    )
+    launcher_python: str = Field(
+        default="python", description="the Python that runs Gravity's launcher on remote Ray clusters"
+    )
+    require_site_resources: bool = Field(
+        default=True,
+        description="a site whose Ray cluster advertises no site:<name> (or pool:<name>/...) resource is "
+        "unavailable; turn off for autoscaling clusters that scale a site's nodes to zero",
+    )
+    gang_ready_timeout_s: float = Field(
+        default=300.0, gt=0, description="how long a launch waits for its placement group before the attempt fails"
+    )
+    submit_give_up_s: float = Field(
+        default=60.0, gt=0, description="a launch its Ray cluster has not taken after this long fails (and is retried)"
+    )
+    health_poll_s: float = Field(default=5.0, gt=0, description="how often a running service's health is read")
+    restart_backoff_s: float = Field(default=1.0, gt=0, description="first delay before a failed replica restarts")
+    restart_backoff_max_s: float = Field(default=30.0, gt=0, description="longest delay between replica restarts")
     poll_s: float = Field(default=0.5, gt=0)
     log_tail_lines: int = Field(default=40, ge=1)
     sim_speedup: float = Field(default=1.0, gt=0, description="sim executor: runtime divided by this")

@@ -228,6 +228,9 @@ def job_to_proto(j: Job, spec: pb.JobSpec | None = None) -> pb.Job:
         log_tail=j.log_tail,
         cancelled_by=j.cancelled_by,
         attempts=[_attempt_to_proto(a) for a in j.attempts],
+        health=j.health,
+        endpoint=j.endpoint,
+        replicas_ready=j.replicas_ready,
     )
     if j.placement is not None:
         m.placement.CopyFrom(placement_to_proto(j.placement))

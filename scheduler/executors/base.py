@@ -1,7 +1,8 @@
 """The executor protocol: how placed work is started, stopped and observed.
 
-Small on purpose (launch, cancel, poll, active) so the Ray executor and the simulator's
-executor are interchangeable. `launch` is idempotent by `LaunchRequest.launch_id`: calling
+Small on purpose (launch, cancel, poll, active, unavailable_sites, close) so the Ray executor
+and the simulator's executor are interchangeable (tests/integration/test_executor_parity.py runs
+one script through both). `launch` is idempotent by `LaunchRequest.launch_id`: calling
 it twice for the same attempt never starts a second copy.
 """
 
@@ -20,6 +21,7 @@ class ExecEventKind(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # the attempt ended badly (non-zero exit, worker or node lost)
     STOPPED = "stopped"  # ended because Gravity cancelled it
+    HEALTH = "health"  # a running service's health changed (replicas ready, endpoints); not an end
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,10 @@ class ExecEvent:
     log_tail: str = ""
     cause: str = ""
     infrastructure: bool = False  # the platform failed (site lost, job lost), not the job: retry for free
+    # HEALTH events (services): "starting" | "healthy" | "degraded" | "unhealthy", replicas up, "host:port,..."
+    health: str = ""
+    replicas_ready: int = 0
+    endpoint: str = ""
 
 
 class LaunchError(RuntimeError):
@@ -63,7 +69,8 @@ class Executor(Protocol):
         ...
 
     def cancel(self, job_id: str) -> None:
-        """Stop every attempt of the job; a STOPPED event follows."""
+        """Stop every attempt of the job; a STOPPED event follows. Also how a restarted scheduler
+        stops work that `active()` reports for a job it no longer wants running (an orphan)."""
         ...
 
     def poll(self) -> Sequence[ExecEvent]:

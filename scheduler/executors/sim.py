@@ -2,7 +2,9 @@
 
 Nothing is started. A job reports STARTED at launch and SUCCEEDED after its data transfer
 plus its runtime at the placed GPU's speed (or `actual_runtime_s(request)` when the
-simulator knows the real duration from a trace). Services (inference) run until cancelled.
+simulator knows the real duration from a trace). Services (inference) run until cancelled,
+reported healthy with every replica ready from their start (a HEALTH event, as the Ray executor
+reports them; no endpoint: nothing listens).
 Used by the simulator (virtual clock) and by benchmarks and dry runs (wall clock).
 """
 
@@ -61,6 +63,17 @@ class SimExecutor:
             self._events.append(ExecEvent(request.job_id, request.attempt, ExecEventKind.STARTED, now))
             if request.spec.kind is JobKind.INFERENCE:
                 ends = float("inf")
+                replicas = request.spec.replicas  # every virtual replica is up at once
+                self._events.append(
+                    ExecEvent(
+                        request.job_id,
+                        request.attempt,
+                        ExecEventKind.HEALTH,
+                        now,
+                        health="healthy",
+                        replicas_ready=replicas,
+                    )
+                )
             else:
                 ends = now + self.runtime_s(request)
                 heapq.heappush(self._ends, (ends, next(self._seq), request.job_id, request.attempt))

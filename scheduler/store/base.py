@@ -44,6 +44,7 @@ class EventKind(enum.StrEnum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"
     RETRYING = "retrying"  # an attempt failed; back to pending
+    HEALTH = "health"  # a running service's health, endpoint or ready replicas changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,10 @@ class JobUpdate:
     cancelled_by: str = ""
     requeue: bool = False  # FAILED with retries left: back to pending instead of failed
     audit: tuple[AuditEntry, ...] = ()  # appended if and only if the update applies (e.g. who cancelled)
+    # RUNNING news about a service (None: unchanged): see Job.health, Job.endpoint, Job.replicas_ready
+    health: str | None = None
+    endpoint: str | None = None
+    replicas_ready: int | None = None
 
 
 class Store(Protocol):

@@ -115,6 +115,9 @@ def status_to_dict(job: Job, placement: Mapping[str, Any] | None = None) -> dict
         ],
         "cancelled_by": job.cancelled_by,
         "decided_at": job.decided_at,
+        "health": job.health,
+        "endpoint": job.endpoint,
+        "replicas_ready": job.replicas_ready,
     }
 
 
@@ -135,6 +138,10 @@ def status_from_dict(d: Mapping[str, Any], spec: JobSpec) -> Job:
         attempts=tuple(Attempt(n, s, la, ea, JobState(st), ec, c) for n, s, la, ea, st, ec, c in d["attempts"]),
         cancelled_by=d["cancelled_by"],
         decided_at=d["decided_at"],
+        # added later within schema 1: records written before have none (no service news)
+        health=d.get("health", ""),
+        endpoint=d.get("endpoint", ""),
+        replicas_ready=d.get("replicas_ready", 0),
     )
 
 

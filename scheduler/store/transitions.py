@@ -60,14 +60,18 @@ def apply_update(job: Job, u: JobUpdate) -> tuple[Job, EventKind] | None:
                 updated_at=u.at,
                 finished_at=u.at,
                 attempts=attempts,
+                **_NO_SERVICE,
             ),
             EventKind.CANCELLED,
         )
     if not job.state.holds_capacity:
         return None  # execution news about a job that is not placed
     if u.state is JobState.RUNNING:
+        service = _service_changes(job, u)
         if job.state is JobState.RUNNING:
-            return None
+            if not service:
+                return None
+            return job.evolve(updated_at=u.at, **service), EventKind.HEALTH
         last = job.attempts[-1]
         started = Attempt(last.number, last.site, last.launched_at, state=JobState.RUNNING)
         return (
@@ -76,6 +80,7 @@ def apply_update(job: Job, u: JobUpdate) -> tuple[Job, EventKind] | None:
                 started_at=job.started_at or u.at,
                 updated_at=u.at,
                 attempts=(*job.attempts[:-1], started),
+                **service,
             ),
             EventKind.RUNNING,
         )
@@ -91,6 +96,7 @@ def apply_update(job: Job, u: JobUpdate) -> tuple[Job, EventKind] | None:
                     exit_code=u.exit_code,
                     log_tail=u.log_tail,
                     attempts=attempts,
+                    **_NO_SERVICE,
                 ),
                 EventKind.RETRYING,
             )
@@ -103,10 +109,24 @@ def apply_update(job: Job, u: JobUpdate) -> tuple[Job, EventKind] | None:
                 updated_at=u.at,
                 finished_at=u.at,
                 attempts=attempts,
+                **_NO_SERVICE,
             ),
             _EVENT_OF[u.state],
         )
     return None
+
+
+_NO_SERVICE: dict[str, object] = {"health": "", "endpoint": "", "replicas_ready": 0}
+
+
+def _service_changes(job: Job, u: JobUpdate) -> dict[str, object]:
+    """The service fields `u` changes (health, endpoint, replicas ready)."""
+    out: dict[str, object] = {}
+    for name in ("health", "endpoint", "replicas_ready"):
+        value = getattr(u, name)
+        if value is not None and value != getattr(job, name):
+            out[name] = value
+    return out
 
 
 def _end_attempt(job: Job, u: JobUpdate, state: JobState) -> tuple[Attempt, ...]:

@@ -15,7 +15,7 @@ import pytest
 
 from placers.capacity import Demand
 from placers.catalog import Catalog
-from placers.domain import CostBreakdown, Job, JobState, Placement
+from placers.domain import CostBreakdown, InferenceSpec, Job, JobKind, JobState, Placement
 from scheduler.store.base import ClaimVerdict, EventKind, JobQuery, JobUpdate, Plan, Store
 from scheduler.store.memory import MemoryStore
 from scheduler.store.redis import RedisStore
@@ -287,6 +287,27 @@ def test_update_many_applies_in_order(store: Store) -> None:
     assert [e.kind for e in store.events(0, a.id)] == [
         EventKind.SUBMITTED, EventKind.PLACED, EventKind.RUNNING, EventKind.SUCCEEDED
     ]  # fmt: skip
+
+
+def test_service_health_is_news_not_a_state_change(store: Store) -> None:
+    (svc,) = submit(store, job(kind=JobKind.INFERENCE, runtime_s=0.0, inference=InferenceSpec(replicas=2)))
+    place(store, svc)
+    store.update(JobUpdate(svc.id, JobState.RUNNING, T0 + 1, attempt=1))
+    version = store.snapshot().version
+    news = JobUpdate(
+        svc.id, JobState.RUNNING, T0 + 2, attempt=1, health="healthy", endpoint="a:1,b:2", replicas_ready=2
+    )
+    up = store.update(news)
+    assert up is not None and up.state is JobState.RUNNING and up.updated_at == T0 + 2
+    assert (up.health, up.endpoint, up.replicas_ready) == ("healthy", "a:1,b:2", 2)
+    assert store.get(svc.id) == up
+    assert store.update(news) is None  # nothing new: no event
+    assert store.update(JobUpdate(svc.id, JobState.RUNNING, T0 + 3, attempt=0, health="degraded")) is None
+    assert store.snapshot().version == version  # plans made meanwhile stay valid
+    last = store.events(0, svc.id)[-1]
+    assert last.kind is EventKind.HEALTH and last.job == up
+    ended = store.update(JobUpdate(svc.id, JobState.CANCELLED, T0 + 4, cancelled_by="ops"))
+    assert ended is not None and (ended.health, ended.endpoint, ended.replicas_ready) == ("", "", 0)
 
 
 def test_state_changes_move_the_version(store: Store) -> None:

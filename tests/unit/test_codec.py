@@ -78,6 +78,9 @@ def rich_job() -> Job:
         ),
         cancelled_by="",
         decided_at=1.55,
+        health="degraded",
+        endpoint="10.0.0.7:41000",
+        replicas_ready=1,
     )
 
 
@@ -91,6 +94,13 @@ def test_job_round_trips_exactly_with_and_without_a_preencoded_placement() -> No
     assert codec.decode_status(spliced, spec_back, "job") == job
     pending = job.evolve(state=JobState.PENDING, placement=None, attempts=())
     assert codec.decode_status(codec.encode_status(pending, "ignored"), spec_back, "job") == pending
+    # A status written before jobs carried service health (same schema) reads as no service news.
+    older = json.loads(plain)
+    for key in ("health", "endpoint", "replicas_ready"):
+        del older[key]
+    assert codec.decode_status(json.dumps(older), spec_back, "job") == job.evolve(
+        health="", endpoint="", replicas_ready=0
+    )
 
 
 def test_allocation_and_log_entry_round_trip() -> None:

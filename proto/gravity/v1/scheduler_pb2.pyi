@@ -564,6 +564,9 @@ class Job(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     CANCELLED_BY_FIELD_NUMBER: _builtins.int
     DECIDED_AT_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    REPLICAS_READY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___JobState.ValueType
     reason: _builtins.str
@@ -571,6 +574,13 @@ class Job(_message.Message):
     exit_code: _builtins.int
     log_tail: _builtins.str
     cancelled_by: _builtins.str
+    health: _builtins.str
+    """A running service (inference job), as its executor last reported it; empty otherwise.
+    starting | healthy | degraded | unhealthy
+    """
+    endpoint: _builtins.str
+    """host:port of each ready replica, comma-separated"""
+    replicas_ready: _builtins.int
     @_builtins.property
     def spec(self) -> Global___JobSpec: ...
     @_builtins.property
@@ -606,10 +616,13 @@ class Job(_message.Message):
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
         cancelled_by: _builtins.str = ...,
         decided_at: _timestamp_pb2.Timestamp | None = ...,
+        health: _builtins.str = ...,
+        endpoint: _builtins.str = ...,
+        replicas_ready: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "decided_at", b"decided_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "placement", b"placement", "spec", b"spec", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "attempts", b"attempts", "cancelled_by", b"cancelled_by", "created_at", b"created_at", "decided_at", b"decided_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "id", b"id", "log_tail", b"log_tail", "placement", b"placement", "reason", b"reason", "spec", b"spec", "started_at", b"started_at", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "attempts", b"attempts", "cancelled_by", b"cancelled_by", "created_at", b"created_at", "decided_at", b"decided_at", "endpoint", b"endpoint", "exit_code", b"exit_code", "finished_at", b"finished_at", "health", b"health", "id", b"id", "log_tail", b"log_tail", "placement", b"placement", "reason", b"reason", "replicas_ready", b"replicas_ready", "spec", b"spec", "started_at", b"started_at", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -850,7 +863,7 @@ class JobEvent(_message.Message):
     AT_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     kind: _builtins.str
-    """submitted, waiting, placed, running, succeeded, failed, cancelled, rejected, retrying"""
+    """submitted, waiting, placed, running, health, succeeded, failed, cancelled, rejected, retrying"""
     @_builtins.property
     def job(self) -> Global___Job: ...
     @_builtins.property
