@@ -349,14 +349,21 @@ class SchedulerService:
             self.executor.cancel(job_id)
         placed: list[Job] = []
         lost: list[Job] = []
+        # A running job at a site whose cluster does not answer may well still run: it is not lost
+        # (declaring it so would run it twice during a partition); it is looked at again later.
+        unreachable = self.executor.unavailable_sites()
         token = ""
         while True:
             page, token = self.store.list_jobs(
                 JobQuery(states=frozenset({JobState.PLACED, JobState.RUNNING}), page_size=1000, page_token=token)
             )
             for job in page:
-                if active.get(job.id) != len(job.attempts):
-                    (placed if job.state is JobState.PLACED else lost).append(job)
+                if active.get(job.id) == len(job.attempts):
+                    continue
+                if job.state is JobState.PLACED:
+                    placed.append(job)
+                elif job.placement is None or job.placement.site not in unreachable:
+                    lost.append(job)
             if not token:
                 break
         launched = self._launch_claims(self.epoch(), [(j.id, len(j.attempts)) for j in placed], lost)

@@ -44,6 +44,7 @@ class SimExecutor:
         self._events: list[ExecEvent] = []
         self._requests: dict[str, LaunchRequest] = {}
         self.launches = 0  # distinct launches, for tests and reports
+        self._down: frozenset[str] = frozenset()
 
     def runtime_s(self, request: LaunchRequest) -> float:
         if self.actual_runtime_s is not None:
@@ -121,7 +122,11 @@ class SimExecutor:
             return {job_id: run[0] for job_id, run in self._running.items()}
 
     def unavailable_sites(self) -> frozenset[str]:
-        return frozenset()
+        return self._down
+
+    def set_unavailable(self, sites: frozenset[str]) -> None:
+        """Simulate sites whose cluster does not answer (an outage, a network partition)."""
+        self._down = frozenset(sites)
 
     def close(self) -> None:
         pass

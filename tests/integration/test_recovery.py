@@ -111,6 +111,26 @@ def test_restart_relaunches_placed_and_retries_lost(new_store, catalog: Catalog,
     assert sum(new_leader.store.counts().values()) == 4  # nothing acknowledged is lost
 
 
+def test_a_partitioned_site_is_not_declared_lost(new_store, catalog: Catalog, clock: ManualClock) -> None:
+    """A restarted scheduler that cannot reach a site must not rerun what may still be running there."""
+    old = service(new_store(), catalog, clock)
+    ((job, _),) = old.submit([spec(runtime_s=600)])
+    old.run_cycle()
+    old.run_cycle()
+    site = old.get(job.id).placement.site
+    assert old.get(job.id).state is JobState.RUNNING
+    new = service(new_store(), catalog, clock)  # a new process: its executor knows nothing yet
+    assert isinstance(new.executor, SimExecutor)
+    new.executor.set_unavailable(frozenset({site}))
+    new.recover()
+    j = new.get(job.id)
+    assert j.state is JobState.RUNNING and len(j.attempts) == 1  # left alone during the partition
+    new.executor.set_unavailable(frozenset())
+    new.recover()  # the site answers and does not run it: now it is lost, and retried
+    j = new.get(job.id)
+    assert j.attempts[0].state is JobState.FAILED and "lost" in j.attempts[0].cause
+
+
 def test_recovery_stops_work_the_store_does_not_hold(new_store, catalog: Catalog, clock: ManualClock) -> None:
     svc = service(new_store(), catalog, clock)
     (kept, _), (cancelled, _) = svc.submit([spec(runtime_s=600), spec(runtime_s=600)])
