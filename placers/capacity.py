@@ -10,12 +10,19 @@ and the burst quota of the site bound them.
 `CapacityState` is a value: placers work on a copy (`copy()`), the store keeps the
 committed one. Binding is deterministic: best-fit by default (fewest free GPUs that fit,
 lowest node index on ties).
+
+Node choice (`NodeChoice`) is the policy that picks a node among those that fit. The classic
+three (best, worst, first fit) keep their behaviour; `RANDOM`, `BEST_FIT_CPU_GPU` and `FGD` are
+the policies Weng et al. ("Beware of Fragmentation", USENIX ATC'23) compare, for demands that
+fit on one node. `place_on_nodes` chooses among the nodes of several pools at once (a cluster of
+heterogeneous node shapes), which is how the FGD static-packing experiment drives this binder.
+A demand of 0 GPUs (CPU only) binds CPU and memory on a node and no GPU slot.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +30,10 @@ import numpy.typing as npt
 
 from placers.catalog import Catalog, Pool
 from placers.domain import JobSpec, NodeBinding
+from placers.fragmentation import FragmentationModel
 
 FULL = 1000  # milli-GPUs in one GPU
+BIG = np.iinfo(np.int64).max // 4  # "unbounded" CPU or memory of a pool that does not say
 
 
 class NodeChoice(enum.StrEnum):
@@ -33,6 +42,17 @@ class NodeChoice(enum.StrEnum):
     BEST_FIT = "best_fit"  # fewest free GPUs left after binding: keeps whole nodes free for gangs
     WORST_FIT = "worst_fit"  # most free GPUs: spreads load
     FIRST_FIT = "first_fit"
+    RANDOM = "random"  # uniformly among the nodes that fit (needs a seeded rng)
+    BEST_FIT_CPU_GPU = "best_fit_cpu_gpu"  # least CPU and GPU left, weighted 1:1 (Weng et al.'s BestFit)
+    FGD = "fgd"  # least growth of expected fragmentation (needs a FragmentationModel)
+
+
+#: Choices that select whole nodes by a score over every node that fits (one-node demands).
+SCORED = frozenset({NodeChoice.RANDOM, NodeChoice.BEST_FIT_CPU_GPU, NodeChoice.FGD})
+
+
+class NodeChoiceError(ValueError):
+    """A node choice used without what it needs (an rng for RANDOM, a model for FGD)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +129,12 @@ class CapacityState:
         return cls(catalog, gpu, cpu, mem, elastic, quota)
 
     def copy(self) -> CapacityState:
+        # Elastic pools have empty node arrays: nothing in them can change, so they are shared.
         return CapacityState(
             self.catalog,
-            [a.copy() for a in self.gpu_free],
-            [a.copy() for a in self.cpu_free],
-            [a.copy() for a in self.mem_free],
+            [a.copy() if a.size else a for a in self.gpu_free],
+            [a.copy() if a.size else a for a in self.cpu_free],
+            [a.copy() if a.size else a for a in self.mem_free],
             self.elastic_free.copy(),
             self.site_quota_free.copy(),
         )
@@ -134,6 +155,17 @@ class CapacityState:
     def pool_free_gpus(self) -> npt.NDArray[np.float64]:
         return np.array([self.free_gpus(i) for i in range(len(self.catalog.pools))])
 
+    def pool_summary(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """For every pool at once: `free_milli` and `max_whole_gpus_on_a_node` (the same numbers)."""
+        elastic, site_of, per_node = _pool_layout(self.catalog)
+        free = np.minimum(self.elastic_free, self.site_quota_free[site_of])
+        most = np.minimum(per_node, free // FULL)
+        for i in np.flatnonzero(~elastic):
+            g = self.gpu_free[i]
+            free[i] = int(g.sum())
+            most[i] = int((g == FULL).sum(axis=1).max()) if len(g) else 0
+        return free, most
+
     def max_whole_gpus_on_a_node(self, pool_index: int) -> int:
         pool = self.catalog.pools[pool_index]
         if pool.elastic:
@@ -144,7 +176,13 @@ class CapacityState:
     # ----------------------------------------------------------------- binding
 
     def find(
-        self, pool_index: int, demand: Demand, choice: NodeChoice = NodeChoice.BEST_FIT
+        self,
+        pool_index: int,
+        demand: Demand,
+        choice: NodeChoice = NodeChoice.BEST_FIT,
+        *,
+        rng: np.random.Generator | None = None,
+        frag: FragmentationModel | None = None,
     ) -> tuple[NodeBinding, ...] | None:
         """Where `demand` would go in this pool now, or None if it does not fit. Mutates nothing."""
         pool = self.catalog.pools[pool_index]
@@ -154,7 +192,7 @@ class CapacityState:
             return None
         if demand.single_node and demand.gpu_milli == FULL and demand.gpus > self.max_whole_gpus_on_a_node(pool_index):
             return None
-        trial = _NodeTrial(self, pool_index)
+        trial = _NodeTrial(self, pool_index, rng, frag)
         bindings: list[NodeBinding] = []
         used_nodes: set[int] = set()
         for _ in range(demand.replicas):
@@ -172,13 +210,51 @@ class CapacityState:
         self._apply(pool_index, demand, bindings, sign=+1)
 
     def place(
-        self, pool_index: int, demand: Demand, choice: NodeChoice = NodeChoice.BEST_FIT
+        self,
+        pool_index: int,
+        demand: Demand,
+        choice: NodeChoice = NodeChoice.BEST_FIT,
+        *,
+        rng: np.random.Generator | None = None,
+        frag: FragmentationModel | None = None,
     ) -> tuple[NodeBinding, ...] | None:
         """find() then take(); None (and nothing changed) when it does not fit."""
-        found = self.find(pool_index, demand, choice)
+        found = self.find(pool_index, demand, choice, rng=rng, frag=frag)
         if found is not None:
             self.take(pool_index, demand, found)
         return found
+
+    def place_on_nodes(
+        self,
+        pools: Sequence[int],
+        demand: Demand,
+        choice: NodeChoice = NodeChoice.BEST_FIT,
+        *,
+        rng: np.random.Generator | None = None,
+        frag: FragmentationModel | None = None,
+    ) -> tuple[int, tuple[NodeBinding, ...]] | None:
+        """Bind a one-node demand to the node `choice` prefers among all nodes of `pools`.
+
+        The pools are node-bound pools of one cluster (for example nodes grouped by shape); the
+        choice compares nodes across them. Returns (pool index, bindings), or None when no node
+        fits; nothing changes then. Demands that need several nodes go pool by pool instead.
+        """
+        bound = [p for p in pools if not self.catalog.pools[p].elastic]
+        one_node = demand.replicas == 1 and (demand.gpus <= 1 or demand.single_node)
+        if not one_node or not bound:
+            for p in pools:
+                found = self.place(p, demand, choice, rng=rng, frag=frag)
+                if found is not None:
+                    return p, found
+            return None
+        views = [_View(self.gpu_free[p], self.cpu_free[p], self.mem_free[p], self.catalog.pools[p]) for p in bound]
+        pick = _choose_node(views, demand, choice, rng, frag, None)
+        if pick is None:
+            return None
+        v, node, slot = pick
+        binding = _binding(views[v].gpu, node, slot, demand)
+        self.take(bound[v], demand, (binding,))
+        return bound[v], (binding,)
 
     def _elastic_fits(self, pool_index: int, pool: Pool, demand: Demand) -> bool:
         if demand.gpus > pool.gpus_per_node and demand.single_node:
@@ -203,13 +279,24 @@ class CapacityState:
 class _NodeTrial:
     """A scratch copy of one node-bound pool, to bind a multi-replica demand all-or-nothing."""
 
-    def __init__(self, state: CapacityState, pool_index: int) -> None:
+    def __init__(
+        self,
+        state: CapacityState,
+        pool_index: int,
+        rng: np.random.Generator | None = None,
+        frag: FragmentationModel | None = None,
+    ) -> None:
         self.gpu = state.gpu_free[pool_index].copy()
         self.cpu = state.cpu_free[pool_index].copy()
         self.mem = state.mem_free[pool_index].copy()
-        self.gpus_per_node = state.catalog.pools[pool_index].gpus_per_node
+        self.pool = state.catalog.pools[pool_index]
+        self.gpus_per_node = self.pool.gpus_per_node
+        self.rng = rng
+        self.frag = frag
 
     def place_replica(self, d: Demand, choice: NodeChoice, exclude: set[int]) -> list[NodeBinding] | None:
+        if (choice in SCORED and (d.gpus <= 1 or d.single_node)) or d.gpus == 0:
+            return self._place_scored(d, choice, exclude)
         if d.gpu_milli < FULL:
             return self._place_shared(d, choice, exclude)
         per_gpu_cpu = d.cpu_milli / d.gpus
@@ -269,6 +356,19 @@ class _NodeTrial:
         self.mem[n] -= d.memory_mib
         return [NodeBinding(n, (s,), d.gpu_milli, d.cpu_milli, d.memory_mib)]
 
+    def _place_scored(self, d: Demand, choice: NodeChoice, exclude: set[int]) -> list[NodeBinding] | None:
+        view = _View(self.gpu, self.cpu, self.mem, self.pool)
+        pick = _choose_node([view], d, choice, self.rng, self.frag, exclude)
+        if pick is None:
+            return None
+        _, node, slot = pick
+        binding = _binding(self.gpu, node, slot, d)
+        for s in binding.gpu_slots:
+            self.gpu[node, s] -= binding.gpu_milli
+        self.cpu[node] -= binding.cpu_milli
+        self.mem[node] -= binding.memory_mib
+        return [binding]
+
     @staticmethod
     def _choose(can: npt.NDArray[np.int64], k: int, choice: NodeChoice) -> int:
         ok = np.flatnonzero(can >= k)
@@ -281,9 +381,164 @@ class _NodeTrial:
         return int(ok[pick])
 
 
+_Layout = tuple[npt.NDArray[np.bool_], npt.NDArray[np.intp], npt.NDArray[np.int64]]
+_LAYOUT: dict[int, tuple[Catalog, _Layout]] = {}
+
+
+def _pool_layout(catalog: Catalog) -> _Layout:
+    """Per pool: elastic or not, its site's index, GPUs per node (worked out once per catalog)."""
+    hit = _LAYOUT.get(id(catalog))
+    if hit is None or hit[0] is not catalog:
+        elastic = np.array([p.elastic for p in catalog.pools], dtype=bool)
+        site_of = np.array([catalog.site_index[p.site] for p in catalog.pools], dtype=np.intp)
+        per_node = np.array([p.gpus_per_node for p in catalog.pools], dtype=np.int64)
+        if len(_LAYOUT) > 64:
+            _LAYOUT.clear()
+        hit = _LAYOUT[id(catalog)] = (catalog, (elastic, site_of, per_node))
+    return hit[1]
+
+
 def _cpu_milli(p: Pool) -> int:
-    return round(p.cpus_per_node * 1000) if p.cpus_per_node > 0 else np.iinfo(np.int64).max // 4
+    return round(p.cpus_per_node * 1000) if p.cpus_per_node > 0 else int(BIG)
 
 
 def _mem_mib(p: Pool) -> int:
-    return round(p.memory_gb_per_node * 1024) if p.memory_gb_per_node > 0 else np.iinfo(np.int64).max // 4
+    return round(p.memory_gb_per_node * 1024) if p.memory_gb_per_node > 0 else int(BIG)
+
+
+# --------------------------------------------------------------------------------------
+# Choosing one node among the nodes of one or several pools (one-node demands).
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _View:
+    """The free capacity of one node-bound pool, as the chooser sees it."""
+
+    gpu: npt.NDArray[np.int32]  # [nodes, gpus_per_node] free milli
+    cpu: npt.NDArray[np.int64]  # [nodes]
+    mem: npt.NDArray[np.int64]  # [nodes]
+    pool: Pool
+
+
+def _binding(gpu: npt.NDArray[np.int32], node: int, slot: int, d: Demand) -> NodeBinding:
+    """The binding of a one-node demand to `node` (`slot` for a shared GPU, whole free slots otherwise)."""
+    if d.gpus == 0:
+        return NodeBinding(node, (), 0, d.cpu_milli, d.memory_mib)
+    if d.gpu_milli < FULL:
+        return NodeBinding(node, (slot,), d.gpu_milli, d.cpu_milli, d.memory_mib)
+    slots = tuple(int(s) for s in np.flatnonzero(gpu[node] == FULL)[: d.gpus])
+    return NodeBinding(node, slots, FULL, d.cpu_milli, d.memory_mib)
+
+
+def _choose_node(
+    views: Sequence[_View],
+    d: Demand,
+    choice: NodeChoice,
+    rng: np.random.Generator | None,
+    frag: FragmentationModel | None,
+    exclude: set[int] | None,
+) -> tuple[int, int, int] | None:
+    """(view, node, slot) that `choice` prefers for a one-node demand, or None if no node fits.
+
+    `slot` is the GPU slot for a shared-GPU demand, else -1. Ties go to the lowest view, then
+    node, then slot index, so every choice but RANDOM is a pure function of the state.
+    """
+    if choice is NodeChoice.RANDOM and rng is None:
+        raise NodeChoiceError("node choice 'random' needs a seeded rng")
+    if choice is NodeChoice.FGD and frag is None:
+        raise NodeChoiceError("node choice 'fgd' needs a FragmentationModel (the typical task mix)")
+    width = max(v.gpu.shape[1] for v in views)
+    parts = [v.gpu.astype(np.int64) for v in views]
+    gpu = np.concatenate(
+        [np.pad(g, ((0, 0), (0, width - g.shape[1]))) if g.shape[1] < width else g for g in parts]
+    )  # padding slots have nothing free: they never fit and change no fragmentation term
+    cpu = np.concatenate([v.cpu for v in views])
+    mem = np.concatenate([v.mem for v in views])
+    sizes = [len(v.cpu) for v in views]
+    if len(cpu) == 0:
+        return None
+    owner = np.repeat(np.arange(len(views)), sizes)
+    local = np.concatenate([np.arange(n) for n in sizes])
+
+    shared = d.gpus > 0 and d.gpu_milli < FULL
+    fits: npt.NDArray[np.bool_] = (cpu >= d.cpu_milli) & (mem >= d.memory_mib)
+    slot_fits = np.zeros((0, 0), dtype=bool)
+    if shared:
+        slot_fits = (gpu >= d.gpu_milli) & fits[:, None]
+        fits = np.asarray(slot_fits.any(axis=1))
+    elif d.gpus > 0:
+        fits &= (gpu == FULL).sum(axis=1) >= d.gpus
+    if exclude:
+        fits[np.isin(local, sorted(exclude))] = False
+    cand = np.flatnonzero(fits)
+    if len(cand) == 0:
+        return None
+
+    if shared:
+        # Candidate slots: every fitting slot (a slot is a different outcome for fragmentation).
+        cn, cs = np.nonzero(slot_fits[cand])
+        nodes, slots = cand[cn], cs
+        free = gpu[nodes, slots]
+        if choice is NodeChoice.FGD:
+            assert frag is not None
+            access = frag.mix.access([v.pool.gpu_model for v in views for _ in range(len(v.cpu))])
+            score = frag.growth_shared(gpu, cpu, access, nodes, slots, d.gpu_milli, d.cpu_milli)
+            k = int(np.argmin(score))
+        elif choice is NodeChoice.RANDOM:
+            assert rng is not None
+            node = int(cand[rng.integers(len(cand))])  # a node uniformly, then its tightest slot
+            mine = np.flatnonzero(nodes == node)
+            k = int(mine[np.argmin(free[mine])])
+        elif choice is NodeChoice.BEST_FIT_CPU_GPU:
+            score = _cpu_gpu_left(views, gpu, cpu, nodes, d)
+            best = np.flatnonzero(score == score.min())
+            k = int(best[np.argmin(free[best])])  # tightest slot on the best node
+        elif choice is NodeChoice.FIRST_FIT:
+            k = 0
+        elif choice is NodeChoice.WORST_FIT:
+            k = int(np.argmax(free))
+        else:  # BEST_FIT: the tightest slot anywhere
+            k = int(np.argmin(free))
+        n = int(nodes[k])
+        return int(owner[n]), int(local[n]), int(slots[k])
+
+    if choice is NodeChoice.FGD:
+        assert frag is not None
+        access = frag.mix.access([v.pool.gpu_model for v in views for _ in range(len(v.cpu))])
+        g, c, a = gpu[cand], cpu[cand], access[cand]
+        if d.gpus == 0:
+            score = frag.growth_cpu_only(g, c, a, d.cpu_milli)
+        else:
+            score = frag.growth_whole(g, c, a, d.gpus, d.cpu_milli)
+        n = int(cand[int(np.argmin(score))])
+    elif choice is NodeChoice.RANDOM:
+        assert rng is not None
+        n = int(cand[rng.integers(len(cand))])
+    elif choice is NodeChoice.BEST_FIT_CPU_GPU:
+        n = int(cand[int(np.argmin(_cpu_gpu_left(views, gpu, cpu, cand, d)))])
+    elif choice is NodeChoice.FIRST_FIT:
+        n = int(cand[0])
+    else:
+        left = cpu[cand] if d.gpus == 0 else (gpu[cand] == FULL).sum(axis=1)
+        n = int(cand[int(np.argmax(left) if choice is NodeChoice.WORST_FIT else np.argmin(left))])
+    return int(owner[n]), int(local[n]), -1
+
+
+def _cpu_gpu_left(
+    views: Sequence[_View],
+    gpu: npt.NDArray[np.int64],
+    cpu: npt.NDArray[np.int64],
+    nodes: npt.NDArray[np.int64],
+    d: Demand,
+) -> npt.NDArray[np.float64]:
+    """Weng et al.'s BestFit score (lower is better): CPU and GPU left after binding, each
+    normalised by the largest node of the views, weighted 1:1. A pool that states no CPU size
+    contributes no CPU term."""
+    max_cpu = max((round(v.pool.cpus_per_node * 1000) for v in views), default=0)
+    max_gpu = max(v.pool.gpus_per_node for v in views) * FULL
+    known = np.concatenate([np.full(len(v.cpu), v.pool.cpus_per_node > 0) for v in views])[nodes]
+    cpu_left = np.where(known, cpu[nodes] - d.cpu_milli, 0) / max(max_cpu, 1)
+    gpu_left = (gpu[nodes].sum(axis=1) - d.gpus * d.gpu_milli) / max_gpu
+    out: npt.NDArray[np.float64] = 0.5 * cpu_left + 0.5 * gpu_left
+    return out
