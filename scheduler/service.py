@@ -19,14 +19,14 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from placers.capacity import FULL
 from placers.catalog import Catalog, Site
 from placers.domain import Job, JobSpec, JobState, Placement
 from placers.explain import Explanation, explain, rejection_text, waiting_text
-from placers.problem import PlacementProblem, ProblemSettings, Reason, build_problem
+from placers.problem import Options, PlacementProblem, ProblemSettings, Reason, build_problem
 from placers.result import PlacementResult, Placer
 from scheduler.admission import resolve_datasets, validate, validate_batch
 from scheduler.clock import Clock
@@ -124,6 +124,7 @@ class SchedulerService:
         self.problem_settings = ProblemSettings(
             replica_ttl_s=self.cycle.replica_ttl_s, service_horizon_s=self.cycle.service_horizon_s
         )
+        self._options = Options.of(catalog)  # the problem's columns depend on the catalog only
         self._parked: dict[str, float] = {}  # waiting job id -> retry no later than this
         self._capacity_freed = True
         self._last_full_retry = float("-inf")
@@ -308,6 +309,7 @@ class SchedulerService:
             budget_remaining_usd=self.budgets_usd,
             budget_tag=self.budget_tag,
             settings=self.problem_settings,
+            options=self._options,
         )
 
     def _problem_for(self, specs: Sequence[JobSpec], ids: Sequence[str]) -> PlacementProblem:
@@ -325,6 +327,7 @@ class SchedulerService:
             budget_remaining_usd=self.budgets_usd,
             budget_tag=self.budget_tag,
             settings=self.problem_settings,
+            options=self._options,
         )
 
     def _plan(
@@ -447,8 +450,26 @@ class SchedulerService:
                 self._stop.wait(rest)
 
 
-def _live_replicas(snap: Snapshot, now: float) -> dict[str, tuple[str, ...]]:
-    return {d: tuple(site for site, until in sites.items() if until > now) for d, sites in snap.replicas.items()}
+class _LiveReplicas(Mapping[str, tuple[str, ...]]):
+    """Cached dataset copies still alive at `now`, worked out per dataset when asked: a batch
+    reads a few datasets, while the store may remember copies of thousands."""
+
+    def __init__(self, replicas: Mapping[str, Mapping[str, float]], now: float) -> None:
+        self._replicas = replicas
+        self._now = now
+
+    def __getitem__(self, dataset: str) -> tuple[str, ...]:
+        return tuple(site for site, until in self._replicas[dataset].items() if until > self._now)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._replicas)
+
+    def __len__(self) -> int:
+        return len(self._replicas)
+
+
+def _live_replicas(snap: Snapshot, now: float) -> Mapping[str, tuple[str, ...]]:
+    return _LiveReplicas(snap.replicas, now)
 
 
 def _option_of(problem: PlacementProblem, placement: Placement) -> int:
