@@ -189,6 +189,7 @@ class Job:
     log_tail: str = ""
     attempts: tuple[Attempt, ...] = ()
     cancelled_by: str = ""
+    decided_at: UnixSeconds | None = None  # first scheduling decision: placed, waiting or rejected
 
     def evolve(self, **changes: object) -> Job:
         """A copy with some fields changed (what dataclasses.replace does, without its per-call

@@ -7,6 +7,7 @@ placers saw, so an explanation can never disagree with a decision.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,32 +139,30 @@ def explain(problem: PlacementProblem, j: int, chosen: int = -1) -> Explanation:
 
 
 def summary(problem: PlacementProblem, j: int, chosen: int = -1) -> str:
-    """One paragraph: 'aws-eu-central-1/p5 chosen ($812): onprem-fra full ...; us sites excluded: ...'."""
+    """One paragraph: 'aws-eu-central-1/p5 chosen ($812). onprem-fra/a100: full now (0 GPUs free).
+    aws-us-east-1, gcp-us-central1 excluded: dataset X is eu-gdpr (must stay in EU)'."""
     parts: list[str] = []
     if chosen >= 0:
         parts.append(f"{problem.option_label(chosen)} chosen (${problem.total_usd[j, chosen]:,.2f})")
         cheaper = np.flatnonzero(problem.total_usd[j] < problem.total_usd[j, chosen] - 1e-9)
     else:
         cheaper = np.arange(problem.n_options)
-    by_site: dict[str, list[str]] = {}
-    for o in cheaper:
-        if problem.reasons[j, o] == Reason.SPOT:
-            continue  # a spot offer this job did not ask for is not an alternative
-        reasons = [r for r in option_reasons(problem, j, int(o)) if r != REASON_TEXT[Reason.SPOT]]
-        if reasons:
-            site = problem.catalog.pools[int(problem.options.pool[o])].site
-            for r in reasons:
-                if r not in by_site.setdefault(site, []):
-                    by_site[site].append(r)
-    for site, reasons in by_site.items():
-        parts.append(f"{site}: {'; '.join(reasons)}")
-    # Policy exclusions are worth stating even where they would have cost more.
     policy = int(Reason.RESIDENCY | Reason.JURISDICTION | Reason.SITE_NOT_ALLOWED | Reason.LATENCY)
+    # Cheaper options that a rule other than site policy rules out, one line per pool.
+    for col in cheaper:
+        o = int(col)
+        bits = int(problem.reasons[j, o])
+        if bits & policy or bits & ~int(_NOISE) == 0:
+            continue  # policy exclusions are grouped below; spot/dedicated offers are not alternatives
+        reasons = option_reasons(problem, j, o, bits & ~int(_NOISE))
+        if reasons:
+            parts.append(f"{problem.option_label(o)}: {'; '.join(reasons)}")
+    # Policy exclusions are worth stating even where they would have cost more.
     excluded: dict[str, list[str]] = {}
     for o in range(problem.n_options):
         bits = int(problem.reasons[j, o]) & policy
         site = problem.catalog.pools[int(problem.options.pool[o])].site
-        if bits and site not in by_site:
+        if bits:
             for text in option_reasons(problem, j, o, bits):
                 if site not in excluded.setdefault(text, []):
                     excluded[text].append(site)
@@ -172,29 +171,64 @@ def summary(problem: PlacementProblem, j: int, chosen: int = -1) -> str:
     return ". ".join(parts) if parts else "no candidate sites"
 
 
+# Reasons that describe an offer the job never asked for rather than a real alternative.
+_NOISE = Reason.SPOT | Reason.DEDICATED
+
+
 def rejection_text(problem: PlacementProblem, j: int) -> str:
     """Why no option can ever take job j, grouped by reason with the sites it excludes."""
     groups: dict[str, list[str]] = {}
+    noise: dict[str, list[str]] = {}
     for o in range(problem.n_options):
         bits = int(problem.reasons[j, o]) & int(PERMANENT)
         site = problem.catalog.pools[int(problem.options.pool[o])].site
-        for text in option_reasons(problem, j, o, bits):
+        for text in option_reasons(problem, j, o, bits & ~int(_NOISE)):
             sites = groups.setdefault(text, [])
             if site not in sites:
                 sites.append(site)
+        if bits and not bits & ~int(_NOISE):  # only ruled out as spot / dedicated
+            for text in option_reasons(problem, j, o, bits):
+                noise.setdefault(text, []).append(site)
+    if not groups:
+        groups = noise
     detail = "; ".join(f"{text} ({', '.join(sites)})" for text, sites in groups.items())
     return f"no site can ever run this job: {detail}"
 
 
-def waiting_text(problem: PlacementProblem, j: int, bits: int, note: str = "") -> str:
-    """Why a job that could run somewhere is still waiting."""
-    if note:
-        return note
+def waiting_texts(problem: PlacementProblem, waiting: Mapping[int, tuple[int, str]]) -> dict[int, str]:
+    """Why each waiting job (row -> (reason bits, placer note)) is still waiting.
+
+    Jobs whose cheapest eligible option and blockers are the same share one text, so a backlog
+    of thousands of identical jobs costs one explanation, not thousands."""
+    rows = np.array(sorted(waiting), dtype=np.int64)
+    out: dict[int, str] = {}
+    if len(rows) == 0:
+        return out
+    ok = problem.static_ok()[rows]
+    cost = np.where(ok, problem.total_usd[rows], np.inf)
+    best = cost.argmin(axis=1)
+    has = np.isfinite(cost[np.arange(len(rows)), best])
+    cache: dict[tuple[int, int, int, int], str] = {}
+    for k, j in enumerate(rows.tolist()):
+        bits, note = waiting[j]
+        if note:
+            out[j] = note
+            continue
+        o = int(best[k]) if has[k] else -1
+        blockers = int(problem.reasons[j, o]) & ~int(PERMANENT) if o >= 0 else 0
+        key = (bits, o, blockers, round(float(cost[k, o]) * 100) if o >= 0 else 0)
+        text = cache.get(key)
+        if text is None:
+            text = _waiting_text(problem, j, bits, o)
+            cache[key] = text
+        out[j] = text
+    return out
+
+
+def _waiting_text(problem: PlacementProblem, j: int, bits: int, o: int) -> str:
     why = [REASON_TEXT[r] for r in Reason if bits & r and not r.permanent] or ["no option available now"]
-    ok = np.flatnonzero(problem.static_ok()[j])
     best = ""
-    if len(ok):
-        o = int(ok[np.argmin(problem.total_usd[j, ok])])
+    if o >= 0:
         blockers = option_reasons(problem, j, o, int(problem.reasons[j, o]) & ~int(PERMANENT))
         blockers = blockers or ["its capacity went to higher-priority or earlier jobs this cycle"]
         best = f"; cheapest eligible {problem.option_label(o)} (${problem.total_usd[j, o]:,.2f}): " + "; ".join(

@@ -17,6 +17,7 @@ Every placer scores with these same numbers; none recomputes a price.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -178,16 +179,20 @@ class PlacementProblem:
     def n_options(self) -> int:
         return len(self.options)
 
-    @property
+    @functools.cached_property
     def total_usd(self) -> F64:
         return self.compute_usd + self.egress_usd + self.storage_usd
 
-    @property
+    @functools.cached_property
     def finish_at(self) -> F64:
         return self.now + self.transfer_s + self.runtime_s
 
     def static_ok(self) -> B:
-        """Options that satisfy every permanent rule (capacity aside)."""
+        """Options that satisfy every permanent rule (capacity aside). Computed once; do not mutate."""
+        return self._static_ok
+
+    @functools.cached_property
+    def _static_ok(self) -> B:
         ok: B = (self.reasons & int(PERMANENT)) == 0
         return ok
 

@@ -28,7 +28,6 @@ class Decision:
     start_at: UnixSeconds | None = None
     retry_at: UnixSeconds | None = None  # for a job left waiting: decide again no later than this
 
-
     @property
     def placed(self) -> bool:
         return self.option >= 0

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 from placers.capacity import FULL
 from placers.catalog import Catalog, Site
-from placers.domain import Job, JobSpec, JobState, Placement
-from placers.explain import Explanation, explain, rejection_text, waiting_text
+from placers.domain import Attempt, Job, JobSpec, JobState, Placement
+from placers.explain import Explanation, explain, rejection_text, waiting_texts
 from placers.problem import Options, PlacementProblem, ProblemSettings, Reason, build_problem
 from placers.result import PlacementResult, Placer
 from scheduler.admission import resolve_datasets, validate, validate_batch
@@ -38,6 +38,7 @@ log = logging.getLogger("gravity.scheduler")
 
 MAX_COMMIT_TRIES = 3
 IDLE_S = 0.5  # an idle scheduler still cycles this often, to see execution events
+RETRY_SLACK_GPUS = 8.0  # waiting work retried on top of twice the GPUs just freed
 
 
 class NotFound(LookupError):
@@ -126,7 +127,7 @@ class SchedulerService:
         )
         self._options = Options.of(catalog)  # the problem's columns depend on the catalog only
         self._parked: dict[str, float] = {}  # waiting job id -> retry no later than this
-        self._capacity_freed = True
+        self._freed_gpus = 0.0  # GPUs released since the last cycle: how much waiting work to retry
         self._last_full_retry = float("-inf")
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -171,7 +172,7 @@ class SchedulerService:
         if updated is None:
             return self.get(job_id)
         if job.state.holds_capacity:
-            self._capacity_freed = True
+            self._freed_gpus += job.spec.gpu_equivalents * job.spec.replicas
             self.executor.cancel(job_id)
         self._parked.pop(job_id, None)
         self._wake.set()
@@ -279,18 +280,34 @@ class SchedulerService:
     # ------------------------------------------------------------------ steps
 
     def _take(self, now: float) -> list[Job]:
-        """New pending jobs, plus waiting ones when capacity freed or their retry time has come."""
-        retry_all = self._capacity_freed or now - self._last_full_retry >= self.cycle.retry_waiting_s
-        if retry_all:
-            self._capacity_freed = False
+        """The jobs to decide this cycle, in queue order, at most max_batch.
+
+        New jobs and waiting jobs whose retry time has come always; when capacity freed, waiting
+        jobs in queue order up to about twice the GPUs released (so the work per cycle follows
+        the churn, not the backlog); every retry_waiting_s, all waiting jobs.
+        """
+        full = now - self._last_full_retry >= self.cycle.retry_waiting_s
+        limit = self.cycle.max_batch
+        pending = self.store.pending(limit=limit if full else limit + len(self._parked))
+        if full:
             self._last_full_retry = now
-        pending = self.store.pending(limit=self.cycle.max_batch + (0 if retry_all else len(self._parked)))
-        if retry_all:
+            self._freed_gpus = 0.0
             ids = {j.id for j in pending}
             self._parked = {k: v for k, v in self._parked.items() if k in ids}  # forget jobs gone elsewhere
-            return pending[: self.cycle.max_batch]
-        due = [j for j in pending if self._parked.get(j.id, now) <= now]
-        return due[: self.cycle.max_batch]
+            return pending[:limit]
+        budget = 2 * self._freed_gpus + RETRY_SLACK_GPUS if self._freed_gpus > 0 else 0.0
+        self._freed_gpus = 0.0
+        out: list[Job] = []
+        for job in pending:
+            retry_at = self._parked.get(job.id)
+            if retry_at is None or retry_at <= now:
+                out.append(job)
+            elif budget > 0:
+                out.append(job)
+                budget -= job.spec.gpu_equivalents * job.spec.replicas
+            if len(out) >= limit:
+                break
+        return out
 
     def next_wakeup(self) -> float | None:
         """The earliest time a waiting job is due for another decision (the simulator's next cycle)."""
@@ -336,7 +353,7 @@ class SchedulerService:
         never = problem.never_fits()
         placements: dict[str, Placement] = {}
         rejections: dict[str, str] = {}
-        waits: dict[str, str] = {}
+        waiting: dict[int, tuple[int, str]] = {}
         new_replicas: dict[str, set[str]] = {}
         for d in result.decisions:
             job_id = problem.job_ids[d.job]
@@ -350,7 +367,8 @@ class SchedulerService:
             elif never[d.job]:
                 rejections[job_id] = rejection_text(problem, d.job)
             else:
-                waits[job_id] = waiting_text(problem, d.job, d.reason or int(Reason.CAPACITY), d.note)
+                waiting[d.job] = (d.reason or int(Reason.CAPACITY), d.note)
+        waits = {problem.job_ids[j]: text for j, text in waiting_texts(problem, waiting).items()}
         for dataset, sites in result.new_replicas.items():
             new_replicas.setdefault(dataset, set()).update(sites)
         plan = Plan(
@@ -361,6 +379,7 @@ class SchedulerService:
             new_replicas={k: tuple(sorted(v)) for k, v in new_replicas.items()},
             replica_expires_at=now + self.cycle.replica_ttl_s,
             epoch=self.epoch(),
+            decided_at=now,
         )
         return plan, list(waits)
 
@@ -389,7 +408,7 @@ class SchedulerService:
                     requeue=exc.retryable,
                 )
             )
-            self._capacity_freed = True
+            self._freed_gpus += job.spec.gpu_equivalents * job.spec.replicas
 
     def _apply(self, ev: ExecEvent) -> None:
         job = self.store.get(ev.job_id)
@@ -403,8 +422,10 @@ class SchedulerService:
                 ev.job_id, JobState.SUCCEEDED, ev.at, exit_code=ev.exit_code, log_tail=ev.log_tail, attempt=ev.attempt
             )
         else:
-            failed_before = sum(1 for a in job.attempts[:-1] if a.state is JobState.FAILED)
+            failed_before = sum(1 for a in job.attempts[:-1] if a.state is JobState.FAILED and not _free_retry(a))
             cause = ev.cause or (f"exit code {ev.exit_code}" if ev.exit_code is not None else "stopped")
+            if ev.infrastructure:
+                cause = f"{INFRA_PREFIX}{cause}"
             update = JobUpdate(
                 ev.job_id,
                 JobState.FAILED,
@@ -413,10 +434,10 @@ class SchedulerService:
                 exit_code=ev.exit_code,
                 log_tail=ev.log_tail,
                 attempt=ev.attempt,
-                requeue=failed_before < job.spec.max_retries,
+                requeue=ev.infrastructure or failed_before < job.spec.max_retries,
             )
         if self.store.update(update) is not None:
-            self._capacity_freed = True
+            self._freed_gpus += job.spec.gpu_equivalents * job.spec.replicas
 
     # ================================================================== background loop
 
@@ -448,6 +469,14 @@ class SchedulerService:
             rest = self.cycle.tick_s - (time.monotonic() - began)
             if rest > 0:
                 self._stop.wait(rest)
+
+
+INFRA_PREFIX = "infrastructure: "
+
+
+def _free_retry(attempt: Attempt) -> bool:
+    """Attempts lost to the platform do not count against the job's max_retries."""
+    return attempt.cause.startswith(INFRA_PREFIX)
 
 
 class _LiveReplicas(Mapping[str, tuple[str, ...]]):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -45,8 +44,7 @@ STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
 
 def ts(t: float) -> Timestamp:
     out = Timestamp()
-    seconds = math.floor(t)
-    out.seconds, out.nanos = seconds, int(round((t - seconds) * 1e9)) % 1_000_000_000
+    out.seconds, out.nanos = divmod(round(t * 1e9), 1_000_000_000)
     return out
 
 
@@ -240,6 +238,8 @@ def job_to_proto(j: Job) -> pb.Job:
         m.finished_at.CopyFrom(ts(j.finished_at))
     if j.exit_code is not None:
         m.exit_code = j.exit_code
+    if j.decided_at is not None:
+        m.decided_at.CopyFrom(ts(j.decided_at))
     return m
 
 

@@ -45,6 +45,7 @@ class ExecEvent:
     exit_code: int | None = None
     log_tail: str = ""
     cause: str = ""
+    infrastructure: bool = False  # the platform failed (site lost, job lost), not the job: retry for free
 
 
 class LaunchError(RuntimeError):

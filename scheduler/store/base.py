@@ -67,6 +67,7 @@ class Plan:
     new_replicas: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # dataset -> new cached sites
     replica_expires_at: UnixSeconds = 0.0
     epoch: int = 0  # leader epoch that made the plan (0 = no leader election)
+    decided_at: UnixSeconds = 0.0  # when the plan was made
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,34 +71,39 @@ class MemoryStore:
                 job = self._jobs.get(job_id)
                 if job is None or job.state is not JobState.PENDING:
                     return False
-            now = 0.0
             for job_id, placement in plan.placements.items():
                 job = self._jobs[job_id]
                 pool = self.catalog.pool_index[f"{placement.site}/{placement.pool}"]
                 self._capacity.take(pool, Demand.of(job.spec), placement.bindings)
                 self._allocations[job_id] = placement
                 attempt = Attempt(len(job.attempts) + 1, placement.site, placement.start_at, state=JobState.PLACED)
-                now = max(now, placement.start_at)
                 placed = job.evolve(
                     state=JobState.PLACED,
                     placement=placement,
                     reason="",
                     updated_at=placement.start_at,
                     attempts=(*job.attempts, attempt),
+                    decided_at=job.decided_at or plan.decided_at,
                 )
                 self._set(placed)
                 self._emit(EventKind.PLACED, placed, placement.start_at)
             for job_id, reason in plan.rejections.items():
                 job = self._jobs[job_id]
-                rejected = job.evolve(state=JobState.REJECTED, reason=reason, finished_at=job.updated_at)
+                rejected = job.evolve(
+                    state=JobState.REJECTED,
+                    reason=reason,
+                    finished_at=plan.decided_at,
+                    updated_at=plan.decided_at,
+                    decided_at=job.decided_at or plan.decided_at,
+                )
                 self._set(rejected)
-                self._emit(EventKind.REJECTED, rejected, job.updated_at)
+                self._emit(EventKind.REJECTED, rejected, plan.decided_at)
             for job_id, reason in plan.waits.items():
                 job = self._jobs.get(job_id)
                 if job is not None and job.state is JobState.PENDING and job.reason != reason:
-                    waiting = job.evolve(reason=reason)
+                    waiting = job.evolve(reason=reason, decided_at=job.decided_at or plan.decided_at)
                     self._set(waiting)
-                    self._emit(EventKind.WAITING, waiting, job.updated_at)
+                    self._emit(EventKind.WAITING, waiting, plan.decided_at)
             for dataset, sites in plan.new_replicas.items():
                 held = self._replicas.setdefault(dataset, {})
                 for site in sites:

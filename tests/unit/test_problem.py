@@ -61,7 +61,9 @@ def test_egress_from_cloud_replica(catalog):
 
 
 def test_cached_replica_makes_data_local(catalog):
-    p = build(catalog, [spec(datasets=("common-crawl-2026",))], extra_replicas={"common-crawl-2026": ["gcp-us-central1"]})
+    p = build(
+        catalog, [spec(datasets=("common-crawl-2026",))], extra_replicas={"common-crawl-2026": ["gcp-us-central1"]}
+    )
     o = col(p, "gcp-us-central1/a2-ultra")
     assert p.egress_usd[0, o] == 0 and p.storage_usd[0, o] == 0
 

@@ -17,7 +17,7 @@ def states(svc, jobs):
 
 def test_submit_place_run_succeed(make_service, clock):
     svc = make_service()
-    (job, created), = svc.submit([spec(gpus=8, single_node=True, runtime_s=7200)])
+    ((job, created),) = svc.submit([spec(gpus=8, single_node=True, runtime_s=7200)])
     assert created and job.state is JobState.PENDING
     report = svc.run_cycle()
     assert report.placed == 1 and report.launched == 1
@@ -36,8 +36,8 @@ def test_submit_place_run_succeed(make_service, clock):
 
 def test_request_id_is_idempotent(make_service):
     svc = make_service()
-    (a, c1), = svc.submit([spec(request_id="r-1")])
-    (b, c2), = svc.submit([spec(request_id="r-1", name="other")])
+    ((a, c1),) = svc.submit([spec(request_id="r-1")])
+    ((b, c2),) = svc.submit([spec(request_id="r-1", name="other")])
     assert (c1, c2) == (True, False) and a.id == b.id
 
 
@@ -57,7 +57,9 @@ def test_rejected_only_when_no_site_ever_could(make_service):
         ]
     )
     # fill onprem-fra's A100 pool so the second job has to wait
-    blockers = svc.submit([spec(gpus=8, single_node=True, allowed_sites=("onprem-fra",), runtime_s=60) for _ in range(8)])
+    blockers = svc.submit(
+        [spec(gpus=8, single_node=True, allowed_sites=("onprem-fra",), runtime_s=60) for _ in range(8)]
+    )
     svc.run_cycle()
     j = svc.get(never.id)
     assert j.state is JobState.REJECTED
@@ -70,7 +72,12 @@ def test_rejected_only_when_no_site_ever_could(make_service):
 
 def test_waiting_job_placed_when_capacity_frees(make_service, clock):
     svc = make_service()
-    jobs = [j for j, _ in svc.submit([spec(gpus=8, single_node=True, allowed_sites=("onprem-fra",), runtime_s=600) for _ in range(9)])]
+    jobs = [
+        j
+        for j, _ in svc.submit(
+            [spec(gpus=8, single_node=True, allowed_sites=("onprem-fra",), runtime_s=600) for _ in range(9)]
+        )
+    ]
     svc.run_cycle()
     assert states(svc, jobs).count(JobState.PENDING) == 1
     clock.advance(601)
@@ -83,7 +90,7 @@ def test_deadline_that_passes_while_waiting_rejects(make_service, clock):
     svc = make_service()
     fill = [spec(gpus=8, single_node=True, allowed_sites=("onprem-fra",), runtime_s=7200, priority=1) for _ in range(8)]
     svc.submit(fill)
-    (late, _), = svc.submit(
+    ((late, _),) = svc.submit(
         [spec(gpus=8, single_node=True, allowed_sites=("onprem-fra",), runtime_s=3600, deadline_at=clock.now() + 5000)]
     )
     svc.run_cycle()
@@ -96,7 +103,7 @@ def test_deadline_that_passes_while_waiting_rejects(make_service, clock):
 
 def test_cancel_pending_and_running_release_capacity(make_service):
     svc = make_service()
-    (a, _), (b, _) = svc.submit([spec(gpus=8, single_node=True, allowed_sites=("onprem-fra",)), spec()])
+    (a, _), _ = svc.submit([spec(gpus=8, single_node=True, allowed_sites=("onprem-fra",)), spec()])
     svc.run_cycle()
     svc.run_cycle()
     assert svc.get(a.id).state is JobState.RUNNING
@@ -115,7 +122,7 @@ def test_failed_attempt_is_retried_then_fails(make_service, catalog, clock):
 
     svc = make_service()
     svc.executor = SimExecutor(clock, catalog, exit_code=lambda r: 7)
-    (job, _), = svc.submit([spec(runtime_s=60, max_retries=1)])
+    ((job, _),) = svc.submit([spec(runtime_s=60, max_retries=1)])
     svc.run_cycle()
     clock.advance(100)
     svc.run_cycle()  # attempt 1 fails -> back to pending, placed again in the same cycle
@@ -131,7 +138,7 @@ def test_failed_attempt_is_retried_then_fails(make_service, catalog, clock):
 
 def test_events_tell_the_story(make_service, clock):
     svc = make_service()
-    (job, _), = svc.submit([spec(runtime_s=10)])
+    ((job, _),) = svc.submit([spec(runtime_s=10)])
     svc.run_cycle()
     svc.run_cycle()
     clock.advance(20)
@@ -142,7 +149,7 @@ def test_events_tell_the_story(make_service, clock):
 
 def test_explain_eu_data_not_in_us(make_service):
     svc = make_service()
-    (job, _), = svc.submit([spec(gpus=8, single_node=True, datasets=("eu-customer-support-2026",))])
+    ((job, _),) = svc.submit([spec(gpus=8, single_node=True, datasets=("eu-customer-support-2026",))])
     svc.run_cycle()
     job, ex = svc.explain_job(job.id)
     assert ex.chosen is not None and svc.catalog.site(ex.chosen.site).jurisdiction == "EU"
@@ -162,7 +169,7 @@ def test_dry_run_explain_submits_nothing(make_service):
 def test_placed_dataset_copy_becomes_a_replica(make_service):
     svc = make_service()
     # imagenet-21k lives at onprem-sjc and gcp-us-central1; force a copy to AWS
-    (job, _), = svc.submit([spec(datasets=("imagenet-21k",), allowed_sites=("aws-us-east-1",))])
+    ((job, _),) = svc.submit([spec(datasets=("imagenet-21k",), allowed_sites=("aws-us-east-1",))])
     svc.run_cycle()
     placement = svc.get(job.id).placement
     assert placement.data_moves and placement.data_moves[0].to_site == "aws-us-east-1"
@@ -174,7 +181,10 @@ def test_placed_dataset_copy_becomes_a_replica(make_service):
 def test_budget_holds_jobs(make_service):
     svc = make_service(budgets_usd={"cc-small": 5.0})
     (cheap, _), (dear, _) = svc.submit(
-        [spec(tags={"cost_center": "cc-small"}, runtime_s=60), spec(gpus=8, tags={"cost_center": "cc-small"}, runtime_s=36000)]
+        [
+            spec(tags={"cost_center": "cc-small"}, runtime_s=60),
+            spec(gpus=8, tags={"cost_center": "cc-small"}, runtime_s=36000),
+        ]
     )
     svc.run_cycle()
     assert svc.get(cheap.id).state is JobState.PLACED
