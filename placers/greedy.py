@@ -1,8 +1,11 @@
 """Greedy placement: each job in turn takes its cheapest feasible option, egress included.
 
 Order: priority tier (high first), then earliest deadline, then submission order. A job that
-cannot go anywhere now waits with the reasons that blocked its options. This is the baseline
-every smarter placer is scored against, on the same numbers.
+cannot go anywhere now waits with the reasons that blocked its options; a job whose cheaper option
+is full may wait for it under the waiting rule (placers.waiting). This is the baseline every
+smarter placer is scored against, on the same numbers. The choice ignores that jobs could share a
+dataset copy; the result is still priced with shared transfers (placers.sharing), so every placer's
+bill is the true one.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import numpy.typing as npt
 
 from placers.problem import PERMANENT, PlacementProblem, Reason
 from placers.result import Decision, PlacementResult
+from placers.sharing import attribute
+from placers.waiting import WaitPlanner
 
 
 def job_order(problem: PlacementProblem) -> npt.NDArray[np.int64]:
@@ -57,9 +62,11 @@ class GreedyPlacer:
         # Capacity only shrinks during a pass: a demand shape that did not fit a pool never will.
         no_room = np.zeros((int(kinds.max()) + 1 if len(kinds) else 0, len(problem.catalog.pools)), dtype=bool)
         opt_pool = problem.options.pool
+        planner = WaitPlanner(problem, score)
         decisions: list[Decision] = []
         for row in job_order(problem):
             j = int(row)
+            demand = problem.demands[j]
             cands = ranked[j, : n_ok[j]]
             open_ = ~no_room[kinds[j], opt_pool[cands]]
             blocked = int(Reason.CAPACITY) if not open_.all() else 0
@@ -73,15 +80,22 @@ class GreedyPlacer:
             for col in cands[open_]:
                 o = int(col)
                 pool = int(opt_pool[o])
-                bindings = capacity.place(pool, problem.demands[j])
+                bindings = capacity.find(pool, demand)
                 if bindings is None:
                     no_room[kinds[j], pool] = True
                     blocked |= int(Reason.CAPACITY)
                     continue
+                if planner.active and blocked & int(Reason.CAPACITY):
+                    chosen = planner.consider(j, o, capacity)
+                    if chosen is not None:
+                        break
+                capacity.take(pool, demand, bindings)
+                planner.note_taken(pool, demand, bindings)
                 if key is not None:
                     budgets[key] -= float(total[j, o])
                 chosen = Decision(job=j, option=o, bindings=bindings, reason=blocked)
                 break
             decisions.append(chosen or Decision(job=j, reason=waiting_reason(problem, j, blocked)))
         decisions.sort(key=lambda d: d.job)
-        return PlacementResult(self.name, decisions)
+        priced, new_replicas = attribute(problem, decisions)
+        return PlacementResult(self.name, priced, {"deferred": float(planner.deferred)}, new_replicas)

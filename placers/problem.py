@@ -20,6 +20,7 @@ import enum
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,9 @@ from placers.domain import (
     Placement,
     UnixSeconds,
 )
+
+if TYPE_CHECKING:  # placers.waiting reads problems; the problem only carries its settings
+    from placers.waiting import ReleaseTimeline, WaitRule
 
 F64 = npt.NDArray[np.float64]
 I32 = npt.NDArray[np.int32]
@@ -143,6 +147,7 @@ class Options:
 class ProblemSettings:
     replica_ttl_s: float = 7 * 86400.0  # how long a copied dataset is kept (and paid for)
     service_horizon_s: float = 30 * 86400.0  # costing horizon of a long-running service
+    waiting: WaitRule | None = None  # wait-or-burst rule (placers.waiting); None = its default
 
 
 @dataclass
@@ -170,6 +175,15 @@ class PlacementProblem:
     settings: ProblemSettings
     dataset_index: Mapping[str, int] = field(default_factory=dict)  # dataset id -> row of dataset_source
     dataset_source: I32 = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int32))  # [dataset, to] -> from
+    # One copy of a dataset to a site, whoever reads it there (what jobs of a plan can share):
+    dataset_egress_usd: F64 = field(default_factory=lambda: np.zeros((0, 0)))  # [dataset, site]
+    dataset_storage_usd: F64 = field(default_factory=lambda: np.zeros((0, 0)))  # [dataset, site]
+    dataset_transfer_s: F64 = field(default_factory=lambda: np.zeros((0, 0)))  # [dataset, site]
+    job_dataset: tuple[I32, I32] = field(  # (job row, dataset row) per dataset a job reads
+        default_factory=lambda: (np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32))
+    )
+    submitted_at: F64 = field(default_factory=lambda: np.zeros(0))  # per job; waiting limits count from it
+    release: ReleaseTimeline | None = None  # when running jobs give their GPUs back (placers.waiting)
 
     @property
     def n_jobs(self) -> int:
@@ -274,12 +288,19 @@ def build_problem(
     budget_tag: str = "cost_center",
     settings: ProblemSettings | None = None,
     options: Options | None = None,
+    submitted_at: Sequence[UnixSeconds] | None = None,
+    release: ReleaseTimeline | None = None,
 ) -> PlacementProblem:
     """Cost and check every job against every option. `datasets[j]` are job j's resolved datasets;
-    `extra_replicas` adds cached copies (dataset id -> sites) recorded by the scheduler."""
+    `extra_replicas` adds cached copies (dataset id -> sites) recorded by the scheduler;
+    `submitted_at` (default: now) and `release` (expected releases of running jobs) feed the
+    waiting rule (placers.waiting)."""
     settings = settings or ProblemSettings()
     opts = options or Options.of(catalog)
     n_jobs, n_opts, n_sites = len(specs), len(opts), len(catalog.sites)
+    for name, seq in (("job_ids", job_ids), ("datasets", datasets), ("submitted_at", submitted_at)):
+        if seq is not None and len(seq) != n_jobs:
+            raise ValueError(f"{name}: {len(seq)} entries for {n_jobs} jobs")
     extra_replicas = extra_replicas or {}
     budgets = dict(budget_remaining_usd or {})
 
@@ -374,6 +395,11 @@ def build_problem(
     ids = list(unique)
     d_index = {did: i for i, did in enumerate(ids)}
     src = np.zeros((len(ids), n_sites), dtype=np.int32)
+    ds_egress = np.zeros((len(ids), n_sites))
+    ds_storage = np.zeros((len(ids), n_sites))
+    ds_transfer = np.zeros((len(ids), n_sites))
+    inc_job = np.zeros(0, dtype=np.int64)
+    inc_ds = np.zeros(0, dtype=np.int64)
     if unique:
         size = np.array([unique[did].size_gb for did in ids])
         rows = []
@@ -395,9 +421,12 @@ def build_problem(
         store_ds = np.where(holds, 0.0, size[:, None] * storage_price[None, :] * ttl_months)
         inc_job = np.array([j for j, ds in enumerate(datasets) for _ in ds], dtype=np.int64)
         inc_ds = np.array([d_index[d.id] for ds in datasets for d in ds], dtype=np.int64)
-        np.add.at(egress_js, inc_job, size[inc_ds, None] * rate[inc_ds])
-        np.add.at(storage_js, inc_job, store_ds[inc_ds])
-        np.add.at(transfer_js, inc_job, size[inc_ds, None] * sec_per_gb[inc_ds])
+        ds_egress = size[:, None] * rate
+        ds_storage = store_ds
+        ds_transfer = size[:, None] * sec_per_gb
+        np.add.at(egress_js, inc_job, ds_egress[inc_ds])
+        np.add.at(storage_js, inc_job, ds_storage[inc_ds])
+        np.add.at(transfer_js, inc_job, ds_transfer[inc_ds])
         np.bitwise_or.at(site_bits, inc_job, residency[inc_ds])
     reasons |= site_bits[:, opts.site]
     egress = egress_js[:, opts.site]
@@ -444,6 +473,12 @@ def build_problem(
         settings=settings,
         dataset_index=d_index,
         dataset_source=src,
+        dataset_egress_usd=ds_egress,
+        dataset_storage_usd=ds_storage,
+        dataset_transfer_s=ds_transfer,
+        job_dataset=(inc_job.astype(np.int32), inc_ds.astype(np.int32)),
+        submitted_at=np.full(n_jobs, now) if submitted_at is None else np.asarray(submitted_at, dtype=np.float64),
+        release=release,
     )
 
 

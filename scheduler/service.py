@@ -28,6 +28,7 @@ from placers.domain import Attempt, Job, JobSpec, JobState, Placement
 from placers.explain import Explanation, explain, rejection_text, waiting_texts
 from placers.problem import Options, PlacementProblem, ProblemSettings, Reason, build_problem
 from placers.result import PlacementResult, Placer
+from placers.waiting import ReleaseTimeline, WaitPolicy, WaitRule
 from scheduler.admission import resolve_datasets, validate, validate_batch
 from scheduler.clock import Clock
 from scheduler.executors.base import ExecEvent, ExecEventKind, Executor, LaunchError, LaunchRequest
@@ -123,7 +124,9 @@ class SchedulerService:
         self.new_id = new_id
         self.epoch = epoch
         self.problem_settings = ProblemSettings(
-            replica_ttl_s=self.cycle.replica_ttl_s, service_horizon_s=self.cycle.service_horizon_s
+            replica_ttl_s=self.cycle.replica_ttl_s,
+            service_horizon_s=self.cycle.service_horizon_s,
+            waiting=wait_rule(self.cycle),
         )
         self._options = Options.of(catalog)  # the problem's columns depend on the catalog only
         self._parked: dict[str, float] = {}  # waiting job id -> retry no later than this
@@ -183,7 +186,7 @@ class SchedulerService:
 
     def explain_job(self, job_id: str) -> tuple[Job, Explanation]:
         job = self.get(job_id)
-        problem = self._problem_for([job.spec], [job.id])
+        problem = self._problem_for([job.spec], [job.id], [job.created_at])
         chosen = -1
         if job.placement is not None:
             chosen = _option_of(problem, job.placement)
@@ -247,7 +250,8 @@ class SchedulerService:
                     report.stats = dict(result.stats)
                     default_retry = now + self.cycle.retry_waiting_s
                     for job_id in waiting:
-                        self._parked[job_id] = min(retry_at.get(job_id, default_retry), default_retry)
+                        # A placer's retry_at (a planned wait) wins; freed capacity re-decides sooner anyway.
+                        self._parked[job_id] = retry_at.get(job_id, default_retry)
                     for job_id in (*plan.placements, *plan.rejections):
                         self._parked.pop(job_id, None)
                     # 7. launch
@@ -327,9 +331,13 @@ class SchedulerService:
             budget_tag=self.budget_tag,
             settings=self.problem_settings,
             options=self._options,
+            submitted_at=[j.created_at for j in jobs],
+            release=ReleaseTimeline.from_allocations(self.catalog, snap.allocations, now),
         )
 
-    def _problem_for(self, specs: Sequence[JobSpec], ids: Sequence[str]) -> PlacementProblem:
+    def _problem_for(
+        self, specs: Sequence[JobSpec], ids: Sequence[str], submitted_at: Sequence[float] | None = None
+    ) -> PlacementProblem:
         now = self.clock.now()
         snap = self.store.snapshot()
         return build_problem(
@@ -345,6 +353,8 @@ class SchedulerService:
             budget_tag=self.budget_tag,
             settings=self.problem_settings,
             options=self._options,
+            submitted_at=submitted_at,
+            release=ReleaseTimeline.from_allocations(self.catalog, snap.allocations, now),
         )
 
     def _plan(
@@ -477,6 +487,18 @@ INFRA_PREFIX = "infrastructure: "
 def _free_retry(attempt: Attempt) -> bool:
     """Attempts lost to the platform do not count against the job's max_retries."""
     return attempt.cause.startswith(INFRA_PREFIX)
+
+
+def wait_rule(cycle: CycleSettings) -> WaitRule:
+    """The placers' waiting rule from the cycle settings (one mapping, used by every placer)."""
+    return WaitRule(
+        policy=WaitPolicy(cycle.wait_policy),
+        fallback=WaitPolicy(cycle.wait_fallback),
+        constant_s=cycle.wait_constant_s,
+        factor=cycle.wait_factor,
+        margin_s=cycle.wait_margin_s,
+        min_saving_usd=cycle.wait_min_saving_usd,
+    )
 
 
 class _LiveReplicas(Mapping[str, tuple[str, ...]]):

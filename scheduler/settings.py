@@ -26,6 +26,18 @@ class CycleSettings(BaseModel):
     service_horizon_s: float = Field(
         default=30 * 86400.0, gt=0, description="horizon over which a long-running service is costed"
     )
+    # Wait or burst (placers/waiting.py documents each policy).
+    wait_policy: Literal["no-wait", "constant", "runtime", "compute", "deadline"] = Field(
+        default="deadline",
+        description="when a job may stay pending for cheaper capacity instead of taking a dearer option now",
+    )
+    wait_fallback: Literal["no-wait", "constant", "runtime", "compute"] = Field(
+        default="no-wait", description="the policy for jobs without a deadline under wait_policy=deadline"
+    )
+    wait_constant_s: float = Field(default=3600.0, ge=0, description="constant: wait up to this long")
+    wait_factor: float = Field(default=1.0, ge=0, description="runtime: k x runtime; compute: k x GPUs x runtime")
+    wait_margin_s: float = Field(default=300.0, ge=0, description="safety margin kept before a deadline")
+    wait_min_saving_usd: float = Field(default=0.0, ge=0, description="wait only to save more than this")
 
 
 class ExecutorSettings(BaseModel):
