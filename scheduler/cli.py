@@ -9,6 +9,9 @@
     gravity watch [ID]                           job events as they happen
     gravity explain ID | --file FILE.yaml        every candidate site with its cost and reasons
     gravity sites                                sites, pools, free GPUs and prices
+    gravity simulate SCENARIO.yaml               replay a trace scenario (simulations/cli.py)
+    gravity compare SCENARIO.yaml ...            several placers or scenarios side by side
+    gravity sweep SCENARIO.yaml --vary ...       a grid of scenario variants on Ray
 
 Client commands take `--server HOST:PORT` (default $GRAVITY_SERVER or 127.0.0.1:50051) and
 `--json` (protobuf JSON, field names as in the .proto, for scripts; `watch --json` writes one
@@ -45,6 +48,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gravity.v1 import scheduler_pb2 as pb
 from gravity.v1 import scheduler_pb2_grpc as pb_grpc
 from scheduler.api.jobfile import JobFileError, load_job_file
+from simulations.cli import register as register_simulator_commands
 
 log = logging.getLogger("gravity")
 
@@ -176,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sites", parents=[client], help="sites, pools, free GPUs and prices")
     p.set_defaults(run=cmd_sites)
+
+    register_simulator_commands(sub)  # simulate, compare, sweep (simulations/cli.py)
     return parser
 
 
