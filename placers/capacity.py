@@ -88,7 +88,7 @@ class Demand:
 class CapacityState:
     """Free capacity of every pool of a catalog."""
 
-    __slots__ = ("catalog", "cpu_free", "elastic_free", "gpu_free", "mem_free", "site_quota_free")
+    __slots__ = ("_flat", "catalog", "cpu_free", "elastic_free", "gpu_free", "mem_free", "site_quota_free")
 
     def __init__(
         self,
@@ -105,6 +105,9 @@ class CapacityState:
         self.mem_free = mem_free  # per pool [nodes] MiB (node-bound pools)
         self.elastic_free = elastic_free  # per pool milli-GPU left in the pool's quota (elastic pools)
         self.site_quota_free = site_quota_free  # per site milli-GPU left in its burst quota
+        # Flattened views of groups of pools for place_on_nodes, kept current by _apply. Free
+        # capacity must change only through take/release once a view exists.
+        self._flat: dict[tuple[int, ...], _Flat] = {}
 
     @classmethod
     def empty(cls, catalog: Catalog) -> CapacityState:
@@ -247,12 +250,17 @@ class CapacityState:
                 if found is not None:
                     return p, found
             return None
-        views = [_View(self.gpu_free[p], self.cpu_free[p], self.mem_free[p], self.catalog.pools[p]) for p in bound]
-        pick = _choose_node(views, demand, choice, rng, frag, None)
+        key = tuple(bound)
+        flat = self._flat.get(key)
+        if flat is None:
+            flat = self._flat[key] = _Flat.of(
+                [_View(self.gpu_free[p], self.cpu_free[p], self.mem_free[p], self.catalog.pools[p]) for p in bound], key
+            )
+        pick = _choose_node(flat, demand, choice, rng, frag, None)
         if pick is None:
             return None
         v, node, slot = pick
-        binding = _binding(views[v].gpu, node, slot, demand)
+        binding = _binding(self.gpu_free[bound[v]], node, slot, demand)
         self.take(bound[v], demand, (binding,))
         return bound[v], (binding,)
 
@@ -274,6 +282,8 @@ class CapacityState:
                 g[b.node, slot] += sign * b.gpu_milli
             self.cpu_free[pool_index][b.node] += sign * b.cpu_milli
             self.mem_free[pool_index][b.node] += sign * b.memory_mib
+        for flat in self._flat.values():
+            flat.refresh(self, pool_index, bindings)
 
 
 class _NodeTrial:
@@ -357,8 +367,8 @@ class _NodeTrial:
         return [NodeBinding(n, (s,), d.gpu_milli, d.cpu_milli, d.memory_mib)]
 
     def _place_scored(self, d: Demand, choice: NodeChoice, exclude: set[int]) -> list[NodeBinding] | None:
-        view = _View(self.gpu, self.cpu, self.mem, self.pool)
-        pick = _choose_node([view], d, choice, self.rng, self.frag, exclude)
+        flat = _Flat.of([_View(self.gpu, self.cpu, self.mem, self.pool)], ())
+        pick = _choose_node(flat, d, choice, self.rng, self.frag, exclude)
         if pick is None:
             return None
         _, node, slot = pick
@@ -421,6 +431,62 @@ class _View:
     pool: Pool
 
 
+class _Flat:
+    """The nodes of several pools as one table: free milli per GPU slot (padded with empty slots,
+    which never fit and change no fragmentation term), CPU, memory, and where each row lives."""
+
+    def __init__(self, views: Sequence[_View], pools: tuple[int, ...]) -> None:
+        width = max(v.gpu.shape[1] for v in views)
+        self.gpu = np.zeros((sum(len(v.cpu) for v in views), width), dtype=np.int64)
+        sizes = [len(v.cpu) for v in views]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        for v, a in zip(views, starts[:-1], strict=False):
+            self.gpu[a : a + len(v.cpu), : v.gpu.shape[1]] = v.gpu
+        self.cpu = np.concatenate([v.cpu for v in views]).astype(np.int64)
+        self.mem = np.concatenate([v.mem for v in views]).astype(np.int64)
+        self.owner = np.repeat(np.arange(len(views)), sizes)
+        self.local = np.concatenate([np.arange(n) for n in sizes]) if sizes else np.zeros(0, dtype=np.int64)
+        self.models = [v.pool.gpu_model for v in views for _ in range(len(v.cpu))]
+        self.cpu_known = np.concatenate([np.full(len(v.cpu), v.pool.cpus_per_node > 0) for v in views])
+        self.max_cpu = max((round(v.pool.cpus_per_node * 1000) for v in views), default=0)
+        self.max_gpu = max(v.pool.gpus_per_node for v in views) * FULL
+        self.offset = {p: int(a) for p, a in zip(pools, starts[:-1], strict=False)}
+        self._access: dict[int, tuple[FragmentationModel, npt.NDArray[np.bool_]]] = {}
+        self._stats: dict[int, tuple[FragmentationModel, tuple[npt.NDArray[np.int64], ...]]] = {}
+
+    @classmethod
+    def of(cls, views: Sequence[_View], pools: tuple[int, ...]) -> _Flat:
+        return cls(views, pools)
+
+    def refresh(self, state: CapacityState, pool: int, bindings: Iterable[NodeBinding]) -> None:
+        start = self.offset.get(pool)
+        if start is None:
+            return
+        g, c, m = state.gpu_free[pool], state.cpu_free[pool], state.mem_free[pool]
+        rows = []
+        for b in bindings:
+            row = start + b.node
+            self.gpu[row, : g.shape[1]] = g[b.node]
+            self.cpu[row] = c[b.node]
+            self.mem[row] = m[b.node]
+            rows.append(row)
+        for frag, (ge, lt, total) in self._stats.values():
+            ge[rows], lt[rows], total[rows] = frag.stats(self.gpu[rows])
+
+    def frag_stats(self, frag: FragmentationModel) -> tuple[npt.NDArray[np.int64], ...]:
+        """Every row's fragmentation statistics under `frag`, kept current by refresh."""
+        hit = self._stats.get(id(frag))
+        if hit is None or hit[0] is not frag:
+            hit = self._stats[id(frag)] = (frag, frag.stats(self.gpu))
+        return hit[1]
+
+    def access(self, frag: FragmentationModel) -> npt.NDArray[np.bool_]:
+        hit = self._access.get(id(frag))
+        if hit is None or hit[0] is not frag:
+            hit = self._access[id(frag)] = (frag, frag.mix.access(self.models))
+        return hit[1]
+
+
 def _binding(gpu: npt.NDArray[np.int32], node: int, slot: int, d: Demand) -> NodeBinding:
     """The binding of a one-node demand to `node` (`slot` for a shared GPU, whole free slots otherwise)."""
     if d.gpus == 0:
@@ -432,7 +498,7 @@ def _binding(gpu: npt.NDArray[np.int32], node: int, slot: int, d: Demand) -> Nod
 
 
 def _choose_node(
-    views: Sequence[_View],
+    flat: _Flat,
     d: Demand,
     choice: NodeChoice,
     rng: np.random.Generator | None,
@@ -448,18 +514,10 @@ def _choose_node(
         raise NodeChoiceError("node choice 'random' needs a seeded rng")
     if choice is NodeChoice.FGD and frag is None:
         raise NodeChoiceError("node choice 'fgd' needs a FragmentationModel (the typical task mix)")
-    width = max(v.gpu.shape[1] for v in views)
-    parts = [v.gpu.astype(np.int64) for v in views]
-    gpu = np.concatenate(
-        [np.pad(g, ((0, 0), (0, width - g.shape[1]))) if g.shape[1] < width else g for g in parts]
-    )  # padding slots have nothing free: they never fit and change no fragmentation term
-    cpu = np.concatenate([v.cpu for v in views])
-    mem = np.concatenate([v.mem for v in views])
-    sizes = [len(v.cpu) for v in views]
+    gpu, cpu, mem = flat.gpu, flat.cpu, flat.mem
     if len(cpu) == 0:
         return None
-    owner = np.repeat(np.arange(len(views)), sizes)
-    local = np.concatenate([np.arange(n) for n in sizes])
+    owner, local = flat.owner, flat.local
 
     shared = d.gpus > 0 and d.gpu_milli < FULL
     fits: npt.NDArray[np.bool_] = (cpu >= d.cpu_milli) & (mem >= d.memory_mib)
@@ -482,8 +540,10 @@ def _choose_node(
         free = gpu[nodes, slots]
         if choice is NodeChoice.FGD:
             assert frag is not None
-            access = frag.mix.access([v.pool.gpu_model for v in views for _ in range(len(v.cpu))])
-            score = frag.growth_shared(gpu, cpu, access, nodes, slots, d.gpu_milli, d.cpu_milli)
+            ge, lt, total = flat.frag_stats(frag)
+            score = frag.growth_shared_from(
+                ge[nodes], lt[nodes], total[nodes], cpu[nodes], flat.access(frag)[nodes], free, d.gpu_milli, d.cpu_milli
+            )
             k = int(np.argmin(score))
         elif choice is NodeChoice.RANDOM:
             assert rng is not None
@@ -491,7 +551,7 @@ def _choose_node(
             mine = np.flatnonzero(nodes == node)
             k = int(mine[np.argmin(free[mine])])
         elif choice is NodeChoice.BEST_FIT_CPU_GPU:
-            score = _cpu_gpu_left(views, gpu, cpu, nodes, d)
+            score = _cpu_gpu_left(flat, nodes, d)
             best = np.flatnonzero(score == score.min())
             k = int(best[np.argmin(free[best])])  # tightest slot on the best node
         elif choice is NodeChoice.FIRST_FIT:
@@ -505,18 +565,18 @@ def _choose_node(
 
     if choice is NodeChoice.FGD:
         assert frag is not None
-        access = frag.mix.access([v.pool.gpu_model for v in views for _ in range(len(v.cpu))])
-        g, c, a = gpu[cand], cpu[cand], access[cand]
+        ge, lt, total = flat.frag_stats(frag)
+        stats = (ge[cand], lt[cand], total[cand], cpu[cand], flat.access(frag)[cand])
         if d.gpus == 0:
-            score = frag.growth_cpu_only(g, c, a, d.cpu_milli)
+            score = frag.growth_cpu_only_from(*stats, d.cpu_milli)
         else:
-            score = frag.growth_whole(g, c, a, d.gpus, d.cpu_milli)
+            score = frag.growth_whole_from(*stats, d.gpus, d.cpu_milli)
         n = int(cand[int(np.argmin(score))])
     elif choice is NodeChoice.RANDOM:
         assert rng is not None
         n = int(cand[rng.integers(len(cand))])
     elif choice is NodeChoice.BEST_FIT_CPU_GPU:
-        n = int(cand[int(np.argmin(_cpu_gpu_left(views, gpu, cpu, cand, d)))])
+        n = int(cand[int(np.argmin(_cpu_gpu_left(flat, cand, d)))])
     elif choice is NodeChoice.FIRST_FIT:
         n = int(cand[0])
     else:
@@ -525,20 +585,11 @@ def _choose_node(
     return int(owner[n]), int(local[n]), -1
 
 
-def _cpu_gpu_left(
-    views: Sequence[_View],
-    gpu: npt.NDArray[np.int64],
-    cpu: npt.NDArray[np.int64],
-    nodes: npt.NDArray[np.int64],
-    d: Demand,
-) -> npt.NDArray[np.float64]:
+def _cpu_gpu_left(flat: _Flat, nodes: npt.NDArray[np.int64], d: Demand) -> npt.NDArray[np.float64]:
     """Weng et al.'s BestFit score (lower is better): CPU and GPU left after binding, each
     normalised by the largest node of the views, weighted 1:1. A pool that states no CPU size
     contributes no CPU term."""
-    max_cpu = max((round(v.pool.cpus_per_node * 1000) for v in views), default=0)
-    max_gpu = max(v.pool.gpus_per_node for v in views) * FULL
-    known = np.concatenate([np.full(len(v.cpu), v.pool.cpus_per_node > 0) for v in views])[nodes]
-    cpu_left = np.where(known, cpu[nodes] - d.cpu_milli, 0) / max(max_cpu, 1)
-    gpu_left = (gpu[nodes].sum(axis=1) - d.gpus * d.gpu_milli) / max_gpu
+    cpu_left = np.where(flat.cpu_known[nodes], flat.cpu[nodes] - d.cpu_milli, 0) / max(flat.max_cpu, 1)
+    gpu_left = (flat.gpu[nodes].sum(axis=1) - d.gpus * d.gpu_milli) / flat.max_gpu
     out: npt.NDArray[np.float64] = 0.5 * cpu_left + 0.5 * gpu_left
     return out

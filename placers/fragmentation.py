@@ -60,18 +60,24 @@ class TaskMix:
             raise ValueError("one popularity per task shape")
         if np.any(self.popularity < 0) or not np.isclose(self.popularity.sum(), 1.0):
             raise ValueError("popularities must be >= 0 and sum to 1")
-        if any(s.gpus < 1 or not 1 <= s.gpu_milli <= FULL for s in self.shapes):
-            raise ValueError("typical tasks are GPU tasks: gpus >= 1 and 1 <= gpu_milli <= 1000")
+        for s in self.shapes:
+            if s.gpus == 0 and s.gpu_milli == 0:
+                continue  # a CPU-only task: it can use no free GPU capacity at all
+            if s.gpus < 1 or not 1 <= s.gpu_milli <= FULL:
+                raise ValueError("a task shape needs gpus >= 1 and 1 <= gpu_milli <= 1000, or gpus = gpu_milli = 0")
 
     @classmethod
-    def from_shapes(cls, shapes: Sequence[TaskShape], coverage: float = 0.6, step: int = 10) -> TaskMix:
-        """The most popular GPU task shapes, `step` at a time, until they cover `coverage` of the tasks.
+    def from_shapes(
+        cls, shapes: Sequence[TaskShape], coverage: float = 0.95, step: int = 1, *, include_cpu: bool = True
+    ) -> TaskMix:
+        """The most popular task shapes, `step` at a time, until they cover `coverage` of the tasks.
 
-        Follows the FGD artifact: CPU-only tasks are left out (they use no GPU), the chosen
-        shapes' popularities are renormalised to sum to 1; ties broken by shape for determinism.
+        The defaults are those of the FGD artifact's experiments (95% of the tasks, one shape at a
+        time, CPU-only tasks included); the chosen shapes' popularities are renormalised to sum to
+        1; ties are broken by shape, for determinism.
         """
-        counts = Counter(s for s in shapes if s.gpus >= 1)
-        if not counts:
+        counts = Counter(s for s in shapes if s.gpus >= 1 or (include_cpu and s.gpus == 0))
+        if not any(s.gpus >= 1 for s in counts):
             raise ValueError("no GPU task among the shapes")
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].cpu_milli, kv[0].gpu_milli, kv[0].gpus))
         total = sum(counts.values())
@@ -103,11 +109,16 @@ class FragmentationModel:
 
     def __init__(self, mix: TaskMix) -> None:
         self.mix = mix
-        self.u = mix.thresholds  # [U]
-        self._task_u = np.searchsorted(self.u, [s.gpu_milli for s in mix.shapes])  # [T] column of u
-        self._task_k = np.array([s.gpus for s in mix.shapes], dtype=np.int64)  # [T]
-        self._task_c = np.array([s.cpu_milli for s in mix.shapes], dtype=np.int64)  # [T]
-        self._p = mix.popularity  # [T]
+        gpu_tasks = [t for t, s in enumerate(mix.shapes) if s.gpus >= 1]
+        self._gpu_tasks = np.array(gpu_tasks, dtype=np.int64)
+        shapes = [mix.shapes[t] for t in gpu_tasks]
+        self.u = np.unique(np.array([s.gpu_milli for s in shapes], dtype=np.int64))  # [U]
+        self._task_u = np.searchsorted(self.u, [s.gpu_milli for s in shapes])  # [T] column of u
+        self._task_k = np.array([s.gpus for s in shapes], dtype=np.int64)  # [T]
+        self._task_c = np.array([s.cpu_milli for s in shapes], dtype=np.int64)  # [T]
+        self._p = mix.popularity[self._gpu_tasks]  # [T]
+        # CPU-only tasks can use none of a node's free GPU capacity: all of it is fragmented for them.
+        self._cpu_share = float(mix.popularity.sum() - self._p.sum())
 
     # ---------------------------------------------------------------- per-node statistics
 
@@ -120,12 +131,13 @@ class FragmentationModel:
         return ge, lt, gpu_free.sum(axis=1)
 
     def from_stats(self, ge: I64, lt: I64, total: I64, cpu_free: I64, access: B) -> F64:
-        """F for nodes (or candidate placements) given their statistics; leading dims broadcast."""
+        """F for nodes (or candidate placements) given their statistics; leading dims broadcast.
+        `access` is [..., tasks of the mix] (mix.access)."""
         ge_t = ge[..., self._task_u]  # [..., T]
         lt_t = lt[..., self._task_u]
-        fits = (ge_t >= self._task_k) & (cpu_free[..., None] >= self._task_c) & access
+        fits = (ge_t >= self._task_k) & (cpu_free[..., None] >= self._task_c) & access[..., self._gpu_tasks]
         frag = np.where(fits, lt_t, total[..., None])
-        out: F64 = frag @ self._p
+        out: F64 = frag @ self._p + self._cpu_share * total
         return out
 
     def node_fragmentation(self, gpu_free: I64, cpu_free: I64, access: B) -> F64:
@@ -136,12 +148,15 @@ class FragmentationModel:
     # ---------------------------------------------------------------- growth from one placement
 
     def growth_whole(self, gpu_free: I64, cpu_free: I64, access: B, gpus: int, cpu_milli: int) -> F64:
-        """[N] change of F if a task of `gpus` whole GPUs and `cpu_milli` lands on each node.
+        """[N] change of F if a task of `gpus` whole GPUs and `cpu_milli` lands on each node."""
+        return self.growth_whole_from(*self.stats(gpu_free), cpu_free, access, gpus, cpu_milli)
 
-        Whole GPUs come from fully free slots: each threshold loses `gpus` slots at or above it,
-        no slot drops below a threshold, the total falls by 1000 per GPU.
-        """
-        ge, lt, total = self.stats(gpu_free)
+    def growth_whole_from(
+        self, ge: I64, lt: I64, total: I64, cpu_free: I64, access: B, gpus: int, cpu_milli: int
+    ) -> F64:
+        """growth_whole from the nodes' statistics. Whole GPUs come from fully free slots: each
+        threshold loses `gpus` slots at or above it, no slot drops below one, the total falls by
+        1000 per GPU."""
         before = self.from_stats(ge, lt, total, cpu_free, access)
         after = self.from_stats(ge - gpus, lt, total - gpus * FULL, cpu_free - cpu_milli, access)
         out: F64 = after - before
@@ -149,7 +164,9 @@ class FragmentationModel:
 
     def growth_cpu_only(self, gpu_free: I64, cpu_free: I64, access: B, cpu_milli: int) -> F64:
         """[N] change of F if a task using only `cpu_milli` lands on each node."""
-        ge, lt, total = self.stats(gpu_free)
+        return self.growth_cpu_only_from(*self.stats(gpu_free), cpu_free, access, cpu_milli)
+
+    def growth_cpu_only_from(self, ge: I64, lt: I64, total: I64, cpu_free: I64, access: B, cpu_milli: int) -> F64:
         before = self.from_stats(ge, lt, total, cpu_free, access)
         after = self.from_stats(ge, lt, total, cpu_free - cpu_milli, access)
         out: F64 = after - before
@@ -160,19 +177,24 @@ class FragmentationModel:
     ) -> F64:
         """[C] change of F if a `gpu_milli` share goes to slot `slots[c]` of node `nodes[c]`."""
         ge, lt, total = self.stats(gpu_free)
-        f = gpu_free[nodes, slots][:, None]  # [C, 1] free milli of the chosen slot
+        stats = (ge[nodes], lt[nodes], total[nodes], cpu_free[nodes], access[nodes])
+        return self.growth_shared_from(*stats, gpu_free[nodes, slots], gpu_milli, cpu_milli)
+
+    def growth_shared_from(
+        self, ge: I64, lt: I64, total: I64, cpu_free: I64, access: B, slot_free: I64, gpu_milli: int, cpu_milli: int
+    ) -> F64:
+        """growth_shared from the candidates' node statistics and the free milli of their slot."""
+        f = slot_free[:, None]  # [C, 1]
         u = self.u[None, :]
         crosses = (f >= u) & (f - gpu_milli < u)  # the slot falls below this threshold
         already = f < u  # the slot was below it already: what is left there shrinks
-        ge_c, lt_c, total_c = ge[nodes], lt[nodes], total[nodes]
-        cpu_c, acc_c = cpu_free[nodes], access[nodes]
-        before = self.from_stats(ge_c, lt_c, total_c, cpu_c, acc_c)
+        before = self.from_stats(ge, lt, total, cpu_free, access)
         after = self.from_stats(
-            ge_c - crosses,
-            lt_c + np.where(crosses, f - gpu_milli, 0) - np.where(already, gpu_milli, 0),
-            total_c - gpu_milli,
-            cpu_c - cpu_milli,
-            acc_c,
+            ge - crosses,
+            lt + np.where(crosses, f - gpu_milli, 0) - np.where(already, gpu_milli, 0),
+            total - gpu_milli,
+            cpu_free - cpu_milli,
+            access,
         )
         out: F64 = after - before
         return out

@@ -71,11 +71,21 @@ def test_growth_formulas_match_recomputing_after_the_placement(seed):
 
 def test_typical_tasks_cover_the_most_popular_shapes():
     shapes = [TaskShape(1, 1000)] * 50 + [TaskShape(1, 500)] * 30 + [TaskShape(8, 1000)] * 20 + [TaskShape(0, 0)] * 90
-    mix_ = TaskMix.from_shapes(shapes, coverage=0.6, step=1)
-    assert mix_.shapes == (TaskShape(1, 1000), TaskShape(1, 500))  # 80% of the GPU tasks; CPU-only left out
+    mix_ = TaskMix.from_shapes(shapes, coverage=0.6, step=1, include_cpu=False)
+    assert mix_.shapes == (TaskShape(1, 1000), TaskShape(1, 500))  # 80% of the GPU tasks
     assert mix_.popularity.tolist() == pytest.approx([50 / 80, 30 / 80])
+    with_cpu = TaskMix.from_shapes(shapes, coverage=0.6, step=1)  # the FGD artifact counts CPU-only tasks
+    assert with_cpu.shapes == (TaskShape(0, 0), TaskShape(1, 1000))
+    assert with_cpu.popularity.tolist() == pytest.approx([90 / 140, 50 / 140])
     with pytest.raises(ValueError, match="no GPU task"):
         TaskMix.from_shapes([TaskShape(0, 0)])
+
+
+def test_cpu_only_tasks_can_use_no_free_gpu():
+    m = FragmentationModel(mix((TaskShape(0, 0), 0.5), (TaskShape(1, 1000), 0.5)))
+    gpu = np.array([[1000, 600]], dtype=np.int64)
+    frag = m.node_fragmentation(gpu, np.array([0]), np.ones((1, 2), dtype=bool))
+    assert frag[0] == pytest.approx(0.5 * 1600 + 0.5 * 600)
 
 
 CLUSTER = {
