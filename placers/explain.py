@@ -92,8 +92,7 @@ def option_reasons(problem: PlacementProblem, j: int, o: int, bits: int | None =
         elif r is Reason.MAX_COST:
             out.append(f"would cost ${problem.total_usd[j, o]:,.2f} > max ${spec.max_cost_usd:,.2f}")
         elif r is Reason.CAPACITY:
-            free = problem.capacity.free_milli(int(problem.options.pool[o])) / FULL
-            out.append(f"full now ({free:g} GPUs free)")
+            out.append(capacity_text(problem, j, o))
         elif r is Reason.BUDGET:
             key = problem.budget_key[j]
             left = problem.budget_remaining_usd.get(key or "", 0.0)
@@ -103,7 +102,30 @@ def option_reasons(problem: PlacementProblem, j: int, o: int, bits: int | None =
     return out
 
 
-def explain(problem: PlacementProblem, j: int, chosen: int = -1) -> Explanation:
+def capacity_text(problem: PlacementProblem, j: int, o: int) -> str:
+    """Why a full option is out, with when it frees (from the release timeline) and what that means
+    for the deadline: 'full until 14:20 UTC, would finish 19:05 UTC, after the deadline 18:00 UTC'."""
+    pool_index = int(problem.options.pool[o])
+    pool = problem.catalog.pools[pool_index]
+    free = problem.capacity.free_milli(pool_index) / FULL
+    if pool.elastic:
+        return f"quota full now ({free:g} GPUs left)"
+    timeline = problem.release
+    frees_at = timeline.first_fit_at(problem.capacity, pool_index, problem.demands[j]) if timeline else None
+    if frees_at is None:
+        return f"full now ({free:g} GPUs free), no release in view"
+    text = f"full until {clock_text(frees_at)}"
+    deadline = float(problem.deadline_at[j])
+    if np.isfinite(deadline):
+        finish = frees_at + float(problem.transfer_s[j, o] + problem.runtime_s[j, o])
+        if finish > deadline:
+            text += f", would finish {clock_text(finish)}, after the deadline {clock_text(deadline)}"
+        else:
+            text += f", would still finish by the deadline ({clock_text(finish)})"
+    return text
+
+
+def explain(problem: PlacementProblem, j: int, chosen: int = -1, note: str = "") -> Explanation:
     """Every option for job j with its cost and reasons, against the chosen one (or none)."""
     total = problem.total_usd
     finish = problem.finish_at
@@ -135,32 +157,45 @@ def explain(problem: PlacementProblem, j: int, chosen: int = -1) -> Explanation:
         )
     cands.sort(key=lambda c: (not c.chosen, not c.feasible, c.cost.total_usd, c.option))
     pick = cands[0] if cands and cands[0].chosen else None
-    return Explanation(summary(problem, j, chosen), tuple(cands), pick)
+    text = summary(problem, j, chosen)
+    return Explanation(f"{note}. {text}" if note else text, tuple(cands), pick)
+
+
+#: Rules that exclude a site for this job whatever it costs: stated once, grouped by reason.
+POLICY = int(Reason.RESIDENCY | Reason.JURISDICTION | Reason.SITE_NOT_ALLOWED | Reason.LATENCY)
+#: Hardware that simply does not match the request: listed per candidate, not in the summary.
+MISMATCH = int(Reason.GPU_MODEL | Reason.NODE_SHAPE | Reason.DEDICATED | Reason.SPOT)
 
 
 def summary(problem: PlacementProblem, j: int, chosen: int = -1) -> str:
-    """One paragraph: 'aws-eu-central-1/p5 chosen ($812). onprem-fra/a100: full now (0 GPUs free).
-    aws-us-east-1, gcp-us-central1 excluded: dataset X is eu-gdpr (must stay in EU)'."""
+    """One paragraph: the chosen option, then each cheaper option and what kept the job from it (with
+    how much cheaper it was, and for a full pool when it frees against the deadline), then the sites
+    a policy excludes. E.g. 'gcp-europe-west4/a3-high chosen ($99.87, finishes 09:27 UTC).
+    onprem-fra/a100 ($87.30 cheaper): full until 11:00 UTC, would finish 13:00 UTC, after the deadline
+    12:00 UTC. onprem-sjc, aws-us-east-1 excluded: dataset eu-support is eu-gdpr (must stay in EU)'."""
     parts: list[str] = []
+    total = problem.total_usd
     if chosen >= 0:
-        parts.append(f"{problem.option_label(chosen)} chosen (${problem.total_usd[j, chosen]:,.2f})")
-        cheaper = np.flatnonzero(problem.total_usd[j] < problem.total_usd[j, chosen] - 1e-9)
+        done = "" if problem.specs[j].inference else f", finishes {clock_text(float(problem.finish_at[j, chosen]))}"
+        parts.append(f"{problem.option_label(chosen)} chosen (${total[j, chosen]:,.2f}{done})")
+        cheaper = np.flatnonzero(total[j] < total[j, chosen] - 1e-9)
     else:
         cheaper = np.arange(problem.n_options)
-    policy = int(Reason.RESIDENCY | Reason.JURISDICTION | Reason.SITE_NOT_ALLOWED | Reason.LATENCY)
-    # Cheaper options that a rule other than site policy rules out, one line per pool.
-    for col in cheaper:
-        o = int(col)
+    shown: set[str] = set()
+    for o in cheaper[np.argsort(total[j, cheaper], kind="stable")].tolist():
         bits = int(problem.reasons[j, o])
-        if bits & policy or bits & ~int(_NOISE) == 0:
-            continue  # policy exclusions are grouped below; spot/dedicated offers are not alternatives
-        reasons = option_reasons(problem, j, o, bits & ~int(_NOISE))
-        if reasons:
-            parts.append(f"{problem.option_label(o)}: {'; '.join(reasons)}")
+        if bits & (POLICY | MISMATCH) or not bits:
+            continue
+        label = problem.option_label(o)
+        if label in shown:
+            continue
+        shown.add(label)
+        delta = f" (${total[j, chosen] - total[j, o]:,.2f} cheaper)" if chosen >= 0 else f" (${total[j, o]:,.2f})"
+        parts.append(f"{label}{delta}: {'; '.join(option_reasons(problem, j, o, bits))}")
     # Policy exclusions are worth stating even where they would have cost more.
     excluded: dict[str, list[str]] = {}
     for o in range(problem.n_options):
-        bits = int(problem.reasons[j, o]) & policy
+        bits = int(problem.reasons[j, o]) & POLICY
         site = problem.catalog.pools[int(problem.options.pool[o])].site
         if bits:
             for text in option_reasons(problem, j, o, bits):

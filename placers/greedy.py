@@ -34,8 +34,11 @@ def demand_kinds(problem: PlacementProblem) -> npt.NDArray[np.int64]:
 def waiting_reason(problem: PlacementProblem, j: int, blocked: int) -> int:
     """The reason bits a job that got no option carries: what blocked it, else its transient bits."""
     row = problem.reasons[j]
-    transient = int(np.bitwise_or.reduce(row)) & ~int(PERMANENT) if len(row) else 0
-    return blocked or transient or (int(np.bitwise_and.reduce(row)) if len(row) else 0)
+    if not len(row):
+        return blocked or int(Reason.CAPACITY)
+    every = int(np.bitwise_or.reduce(row))
+    # what blocked it, else what may clear, else the rules every option breaks, else all that applies
+    return blocked or (every & ~int(PERMANENT)) or int(np.bitwise_and.reduce(row)) or every
 
 
 class GreedyPlacer:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from placers.greedy import GreedyPlacer
+from placers.joint import JointPlacer
 from placers.result import Placer
 
 PLACERS: Mapping[str, Callable[[], Placer]] = {
     "greedy": GreedyPlacer,
     "egress-blind": lambda: GreedyPlacer(egress_aware=False),
+    "joint": JointPlacer,
 }
 
 

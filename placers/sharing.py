@@ -18,7 +18,7 @@ The rule every placer's result is priced with (greedy, egress-blind and joint al
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +50,11 @@ class Transfers:
 SMALL_PLAN = 32  # incidences up to which plain Python beats numpy's per-call overhead
 
 
-def transfers(problem: PlacementProblem, jobs: Sequence[int], options: Sequence[int]) -> Transfers:
+def transfers(
+    problem: PlacementProblem,
+    jobs: Sequence[int] | npt.NDArray[np.int64],
+    options: Sequence[int] | npt.NDArray[np.int64],
+) -> Transfers:
     """The copies placing `jobs[i]` on `options[i]` needs, each counted once."""
     n_sites = len(problem.catalog.sites)
     if len(problem.job_dataset[0]) <= SMALL_PLAN:
@@ -76,7 +80,12 @@ def transfers(problem: PlacementProblem, jobs: Sequence[int], options: Sequence[
     )
 
 
-def _transfers_small(problem: PlacementProblem, jobs: Sequence[int], options: Sequence[int], n_sites: int) -> Transfers:
+def _transfers_small(
+    problem: PlacementProblem,
+    jobs: Sequence[int] | npt.NDArray[np.int64],
+    options: Sequence[int] | npt.NDArray[np.int64],
+    n_sites: int,
+) -> Transfers:
     """transfers() for a plan with few (job, dataset) pairs: the same arrays, built in Python."""
     site_of = {int(j): int(problem.options.site[int(o)]) for j, o in zip(jobs, options, strict=True)}
     src = problem.dataset_source
@@ -123,42 +132,57 @@ def attribute(
 ) -> tuple[list[Decision], dict[str, tuple[str, ...]]]:
     """Decisions with shared-transfer costs and data moves filled in, and the new cached copies."""
     placed = [d for d in decisions if d.placed]
-    t = transfers(problem, [d.job for d in placed], [d.option for d in placed])
+    jobs = np.array([d.job for d in placed], dtype=np.int64)
+    opts = np.array([d.option for d in placed], dtype=np.int64)
+    t = transfers(problem, jobs, opts)
     share_egress = t.egress_usd / np.maximum(t.readers, 1)
     share_storage = t.storage_usd / np.maximum(t.readers, 1)
-    moves_of: dict[int, list[int]] = {}
-    for k, j in enumerate(t.inc_job.tolist()):
-        moves_of.setdefault(j, []).append(k)
+    egress = np.zeros(problem.n_jobs)
+    storage = np.zeros(problem.n_jobs)
+    np.add.at(egress, t.inc_job, share_egress[t.inc_transfer])
+    np.add.at(storage, t.inc_job, share_storage[t.inc_transfer])
+    compute = np.zeros(problem.n_jobs)
+    if len(jobs):
+        compute[jobs] = problem.compute_usd[jobs, opts]
     cat = problem.catalog
     ids = list(problem.dataset_index)
     sites = [s.name for s in cat.sites]
     size_gb = {x.id: x.size_gb for ds in problem.datasets for x in ds}
+    # one DataMove per transfer, shared by its readers (frozen, so sharing the object is safe)
+    move = [
+        DataMove(
+            dataset_id=ids[d],
+            from_site=sites[int(problem.dataset_source[d, s])],
+            to_site=sites[s],
+            size_gb=size_gb[ids[d]],
+            egress_usd=float(share_egress[x]),
+            transfer_s=float(problem.dataset_transfer_s[d, s]),
+        )
+        for x, (d, s) in enumerate(zip(t.dataset.tolist(), t.site.tolist(), strict=True))
+    ]
+    moves_of: dict[int, list[DataMove]] = {}
+    for j, x in zip(t.inc_job.tolist(), t.inc_transfer.tolist(), strict=True):
+        moves_of.setdefault(j, []).append(move[x])
+    c_list, e_list, s_list = compute.tolist(), egress.tolist(), storage.tolist()
     out: list[Decision] = []
     for dec in decisions:
         if not dec.placed:
             out.append(dec)
             continue
-        j, o = dec.job, dec.option
-        egress = storage = 0.0
-        moves: list[DataMove] = []
-        for k in moves_of.get(j, ()):
-            x = int(t.inc_transfer[k])
-            d, s = int(t.dataset[x]), int(t.site[x])
-            egress += float(share_egress[x])
-            storage += float(share_storage[x])
-            src = int(problem.dataset_source[d, s])
-            moves.append(
-                DataMove(
-                    dataset_id=ids[d],
-                    from_site=sites[src],
-                    to_site=sites[s],
-                    size_gb=size_gb[ids[d]],
-                    egress_usd=float(share_egress[x]),
-                    transfer_s=float(problem.dataset_transfer_s[d, s]),
-                )
+        j = dec.job
+        out.append(
+            Decision(
+                job=j,
+                option=dec.option,
+                bindings=dec.bindings,
+                reason=dec.reason,
+                note=dec.note,
+                cost=CostBreakdown(c_list[j], e_list[j], s_list[j]),
+                data_moves=tuple(moves_of.get(j, ())),
+                start_at=dec.start_at,
+                retry_at=dec.retry_at,
             )
-        cost = CostBreakdown(float(problem.compute_usd[j, o]), egress, storage)
-        out.append(replace(dec, cost=cost, data_moves=tuple(moves)))
+        )
     new: dict[str, set[str]] = {}
     for d, s in zip(t.dataset.tolist(), t.site.tolist(), strict=True):
         new.setdefault(ids[d], set()).add(sites[s])

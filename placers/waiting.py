@@ -308,7 +308,11 @@ class WaitPlanner:
         self._futures: dict[int, _PoolFuture] = {}
         has_deadline = np.isfinite(problem.deadline_at)
         self._policies = [self.rule.policy_for(bool(x)) for x in has_deadline]
-        self.active = any(p is not WaitPolicy.NO_WAIT for p in self._policies)
+        self._predicts = any(self.timeline.releases.values())
+        # the deadline rule needs a prediction: without releases in view nobody can wait under it
+        self.active = any(
+            p is not WaitPolicy.NO_WAIT and (p is not WaitPolicy.DEADLINE or self._predicts) for p in self._policies
+        )
         blocking = int(PERMANENT | Reason.SITE_UNAVAILABLE | Reason.BUDGET)
         self._eligible = (problem.reasons & blocking) == 0 if self.active else None
         self._score = (problem.total_usd if score is None else score) if self.active else None
@@ -322,6 +326,8 @@ class WaitPlanner:
         """Should job j wait instead of taking `now_option` (which has room in `capacity`)?"""
         policy = self._policies[j]
         if policy is WaitPolicy.NO_WAIT or now_option < 0 or self._eligible is None or self._score is None:
+            return None
+        if policy is WaitPolicy.DEADLINE and not self._predicts:
             return None
         p = self.problem
         total = self._score[j]

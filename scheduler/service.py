@@ -188,12 +188,13 @@ class SchedulerService:
         job = self.get(job_id)
         problem = self._problem_for([job.spec], [job.id], [job.created_at])
         chosen = -1
+        note = ""
         if job.placement is not None:
             chosen = _option_of(problem, job.placement)
         elif job.state is JobState.PENDING:
             decision = self.placer.place(problem).decisions[0]
-            chosen = decision.option
-        return job, explain(problem, 0, chosen)
+            chosen, note = decision.option, decision.note
+        return job, explain(problem, 0, chosen, note)
 
     def explain_spec(self, spec: JobSpec) -> Explanation:
         """Dry run: where would this spec go now, and why? Nothing is submitted."""
