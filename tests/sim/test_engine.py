@@ -9,6 +9,7 @@ from simulations.engine import Simulation
 from simulations.metrics import job_rows
 from simulations.scenario import parse_scenario
 from simulations.workload import build_workload
+from tests.sim.conftest import DATA
 
 NODES = "sn,cpu_milli,memory_mib,gpu,model\nn0,64000,524288,8,A100-80GB\n"
 
@@ -78,3 +79,37 @@ def test_a_job_stuck_without_capacity_ends_the_run_unfinished(tmp_path):
     states = {r.trace_id: r.state for r in job_rows(wl, result)}
     # b needs 16 GPUs; the site has 8: it can never run and is rejected, a runs
     assert states == {"a": "succeeded", "b": "rejected"}
+
+
+def test_philly_virtual_clusters_keep_their_jobs(tmp_path):
+    """site_per_group: each VC is its own site; a VC's jobs run there or in the cloud, never in
+    another VC; jobs of a VC without nodes go to the cloud (trace excerpts in tests/sim/data)."""
+    raw = {
+        "name": "vcs",
+        "trace": {
+            "kind": "philly",
+            "jobs": str(DATA / "philly_jobs_excerpt.csv"),
+            "nodes": str(DATA / "philly_vc_nodes_excerpt.csv"),
+            "gpu_model": "P100",
+        },
+        "catalog": {
+            "base_sites": ["aws-us-east-1"],
+            "gpu_models": {"P100": {"speed": 0.22, "memory_gb": 16}},
+            "onprem": [{"name": "philly", "site_per_group": True, "usd_per_gpu_hour": 0.05, "region": "us-east"}],
+        },
+        "report": {"plots": False},
+    }
+    wl = build_workload(parse_scenario(raw, str(tmp_path / "vcs.yaml"), tmp_path))
+    assert wl.build.group_site == {"6214e9": "philly-6214e9", "7f04ca": "philly-7f04ca"}
+    assert wl.catalog.total_gpus("philly-6214e9") == 64 * 8
+    rows = job_rows(wl, Simulation(wl).run())
+    groups = {j.trace_id: j for j in rows}
+    specs = {a.spec.request_id: a.spec for a in wl.arrivals}
+    assert {r.state for r in rows} == {"succeeded"}
+    for trace_id, r in groups.items():
+        assert r.site in specs[trace_id].allowed_sites  # never another VC's site
+    on_own = [r for r in rows if r.site == "philly-6214e9"]
+    assert on_own and all(specs[r.trace_id].allowed_sites[0] == "philly-6214e9" for r in on_own)
+    orphans = [r for r in rows if "philly-6214e9" not in specs[r.trace_id].allowed_sites]
+    assert orphans and all(r.site == "aws-us-east-1" for r in orphans)  # 11cb48, 6c71a0 have no nodes here
+    assert any("may use cloud sites only" in n for n in wl.notes)
