@@ -22,7 +22,7 @@ A demand of 0 GPUs (CPU only) binds CPU and memory on a node and no GPU slot.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +44,7 @@ class NodeChoice(enum.StrEnum):
     FIRST_FIT = "first_fit"
     RANDOM = "random"  # uniformly among the nodes that fit (needs a seeded rng)
     BEST_FIT_CPU_GPU = "best_fit_cpu_gpu"  # least CPU and GPU left, weighted 1:1 (Weng et al.'s BestFit)
-    FGD = "fgd"  # least growth of expected fragmentation (needs a FragmentationModel)
+    FGD = "fgd"  # least growth of fragmentation, ties to the fullest node (needs a FragmentationModel)
 
 
 #: Choices that select whole nodes by a score over every node that fits (one-node demands).
@@ -540,11 +540,15 @@ def _choose_node(
         free = gpu[nodes, slots]
         if choice is NodeChoice.FGD:
             assert frag is not None
+            # Slots of a node with the same free share are the same outcome: score the first of each.
+            _, first = np.unique(nodes * (FULL + 1) + free, return_index=True)
+            first.sort()
+            n_, f_ = nodes[first], free[first]
             ge, lt, total = flat.frag_stats(frag)
-            score = frag.growth_shared_from(
-                ge[nodes], lt[nodes], total[nodes], cpu[nodes], flat.access(frag)[nodes], free, d.gpu_milli, d.cpu_milli
+            growth = frag.growth_shared_from(
+                ge[n_], lt[n_], total[n_], cpu[n_], flat.access(frag)[n_], f_, d.gpu_milli, d.cpu_milli
             )
-            k = int(np.argmin(score))
+            k = int(first[_least(growth, lambda i: _cpu_gpu_left(flat, n_[i], d))])
         elif choice is NodeChoice.RANDOM:
             assert rng is not None
             node = int(cand[rng.integers(len(cand))])  # a node uniformly, then its tightest slot
@@ -568,10 +572,10 @@ def _choose_node(
         ge, lt, total = flat.frag_stats(frag)
         stats = (ge[cand], lt[cand], total[cand], cpu[cand], flat.access(frag)[cand])
         if d.gpus == 0:
-            score = frag.growth_cpu_only_from(*stats, d.cpu_milli)
+            growth = frag.growth_cpu_only_from(*stats, d.cpu_milli)
         else:
-            score = frag.growth_whole_from(*stats, d.gpus, d.cpu_milli)
-        n = int(cand[int(np.argmin(score))])
+            growth = frag.growth_whole_from(*stats, d.gpus, d.cpu_milli)
+        n = int(cand[_least(growth, lambda i: _cpu_gpu_left(flat, cand[i], d))])
     elif choice is NodeChoice.RANDOM:
         assert rng is not None
         n = int(cand[rng.integers(len(cand))])
@@ -583,6 +587,16 @@ def _choose_node(
         left = cpu[cand] if d.gpus == 0 else (gpu[cand] == FULL).sum(axis=1)
         n = int(cand[int(np.argmax(left) if choice is NodeChoice.WORST_FIT else np.argmin(left))])
     return int(owner[n]), int(local[n]), -1
+
+
+def _least(
+    score: npt.NDArray[np.float64], tie_break: Callable[[npt.NDArray[np.int64]], npt.NDArray[np.float64]]
+) -> int:
+    """Index of the least score; among equal scores (within 1e-9), the least `tie_break`, then the first."""
+    ties = np.flatnonzero(score <= score.min() + 1e-9)
+    if len(ties) == 1:
+        return int(ties[0])
+    return int(ties[int(np.argmin(tie_break(ties)))])
 
 
 def _cpu_gpu_left(flat: _Flat, nodes: npt.NDArray[np.int64], d: Demand) -> npt.NDArray[np.float64]:

@@ -190,3 +190,15 @@ def test_best_fit_cpu_gpu_prefers_the_node_left_fullest():
     cap = CapacityState.empty(catalog)
     got = cap.place_on_nodes(pools, Demand(gpus=1, cpu_milli=1000), NodeChoice.BEST_FIT_CPU_GPU)
     assert got is not None and catalog.pools[got[0]].name == "two"  # less CPU and fewer GPUs left there
+
+
+def test_fgd_breaks_ties_toward_the_fullest_node():
+    """Equal fragmentation growth: FGD takes the node BestFit would (keeps emptier nodes whole)."""
+    catalog = parse_catalog(CLUSTER)
+    pools = [catalog.pool_index["dc/two"], catalog.pool_index["dc/four"]]
+    ones = FragmentationModel(mix((TaskShape(1, 1000), 1.0)))
+    cap = CapacityState.empty(catalog)
+    cap.gpu_free[pools[1]][0, :2] = 0  # the 4-GPU node has 2 GPUs left, like the 2-GPU node
+    cap.cpu_free[pools[1]][0] = 10_000  # ... and less CPU left
+    got = cap.place_on_nodes(pools, Demand(gpus=1, single_node=True), NodeChoice.FGD, frag=ones)
+    assert got is not None and catalog.pools[got[0]].name == "four"
