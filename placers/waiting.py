@@ -161,6 +161,12 @@ class ReleaseTimeline:
     def of(self, pool: int) -> tuple[Release, ...]:
         return self.releases.get(pool, ())
 
+    def any_release(self) -> bool:
+        """Is any release expected at all (without sorting the timeline when it is not built yet)?"""
+        if isinstance(self.releases, _Releases):
+            return self.releases.any_release()
+        return any(self.releases.values())
+
     def first_fit_at(self, capacity: CapacityState, pool: int, demand: Demand) -> UnixSeconds | None:
         """The earliest expected time `demand` fits `pool`, starting from `capacity` (None: not in view)."""
         if capacity.find(pool, demand) is not None:
@@ -192,6 +198,18 @@ class _Releases(Mapping[int, tuple[Release, ...]]):
             self._by_pool = {k: tuple(sorted(v, key=lambda r: (r.at, r.job_id))) for k, v in sorted(per_pool.items())}
             self._source = None
         return self._by_pool
+
+    def any_release(self) -> bool:
+        if self._source is None:
+            return any(self._by_pool.values())
+        catalog, allocations, now = self._source
+        for p in allocations.values():
+            if p.finish_at is None or p.finish_at <= now or not p.bindings:
+                continue
+            index = catalog.pool_index.get(f"{p.site}/{p.pool}")
+            if index is not None and not catalog.pools[index].elastic:
+                return True
+        return False
 
     def __getitem__(self, pool: int) -> tuple[Release, ...]:
         return self._built()[pool]
@@ -308,7 +326,8 @@ class WaitPlanner:
         self._futures: dict[int, _PoolFuture] = {}
         has_deadline = np.isfinite(problem.deadline_at)
         self._policies = [self.rule.policy_for(bool(x)) for x in has_deadline]
-        self._predicts = any(self.timeline.releases.values())
+        # Only the deadline rule looks ahead; whether anything will free is asked only then.
+        self._predicts = any(p is WaitPolicy.DEADLINE for p in self._policies) and self.timeline.any_release()
         # the deadline rule needs a prediction: without releases in view nobody can wait under it
         self.active = any(
             p is not WaitPolicy.NO_WAIT and (p is not WaitPolicy.DEADLINE or self._predicts) for p in self._policies
