@@ -47,6 +47,8 @@ class NodeChoice(enum.StrEnum):
     FGD = "fgd"  # least growth of fragmentation, ties to the fullest node (needs a FragmentationModel)
 
 
+_CLASSIC = frozenset({NodeChoice.BEST_FIT, NodeChoice.WORST_FIT, NodeChoice.FIRST_FIT})
+
 #: Choices that select whole nodes by a score over every node that fits (one-node demands).
 SCORED = frozenset({NodeChoice.RANDOM, NodeChoice.BEST_FIT_CPU_GPU, NodeChoice.FGD})
 
@@ -193,6 +195,23 @@ class CapacityState:
             return () if self._elastic_fits(pool_index, pool, demand) else None
         if demand.total_milli > self.free_milli(pool_index):
             return None
+        if (
+            demand.replicas == 1
+            and demand.single_node
+            and demand.gpu_milli == FULL
+            and demand.gpus > 0
+            and demand.cpu_milli == 0
+            and demand.memory_mib == 0
+            and choice in _CLASSIC
+        ):
+            # Whole GPUs on one node, no CPU or memory asked: what _NodeTrial would bind, without a trial copy.
+            g = self.gpu_free[pool_index]
+            whole = (g == FULL).sum(axis=1)
+            node = _NodeTrial._choose(whole, demand.gpus, choice)
+            if node < 0:
+                return None
+            slots = tuple(int(x) for x in np.flatnonzero(g[node] == FULL)[: demand.gpus])
+            return (NodeBinding(node, slots, FULL, 0, 0),)
         if demand.single_node and demand.gpu_milli == FULL and demand.gpus > self.max_whole_gpus_on_a_node(pool_index):
             return None
         trial = _NodeTrial(self, pool_index, rng, frag)
