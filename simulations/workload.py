@@ -24,6 +24,7 @@ speed(GPU it got). The same seed gives the same specs; each draw comes from its 
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 import zlib
@@ -222,6 +223,7 @@ def build_workload(scenario: Scenario) -> Workload:
         for key, rule in sorted(w.tags.items())
         if rule.values is not None and not rule.per_group
     }
+    tag_drawer = _TagDrawer(w.tags, tag_draws, spec.seed)
 
     onprem = set(build.onprem_sites)
     cloud = [s.name for s in catalog.sites if s.name not in onprem]
@@ -266,7 +268,7 @@ def build_workload(scenario: Scenario) -> Workload:
         elif forbidden and not open_sites:
             drop("no allowed site after forbid")
             continue
-        tags = _tags(job, i, w.tags, tag_draws, spec.seed)
+        tags = tag_drawer(job, i)
         datasets: tuple[str, ...] = job.datasets
         if not datasets and has_data[i] and generated:
             datasets = (generated[int(pick[i])],)
@@ -333,28 +335,41 @@ def build_workload(scenario: Scenario) -> Workload:
     )
 
 
-def _tags(
-    job: TraceJob,
-    index: int,
-    rules: Any,
-    draws: dict[str, np.ndarray[Any, np.dtype[np.float64]]],
-    seed: int,
-) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, rule in sorted(rules.items()):
-        if rule.from_group:
-            out[key] = job.group or "unknown"
-            continue
-        values = list(rule.values)
-        weights = np.array([rule.values[v] for v in values], dtype=np.float64)
-        cum = np.cumsum(weights / weights.sum())
-        if rule.per_group:
-            u = np.random.default_rng([seed, _stable(key), _stable(job.group)]).random()
-        else:
-            u = float(draws[key][index])
-        out[key] = values[min(int(np.searchsorted(cum, u, side="right")), len(values) - 1)]
-    out.update(job.tags)
-    return out
+class _TagDrawer:
+    """Tag values for jobs: from the trace group, or drawn by weight (per job from a pre-drawn
+    uniform, or once per trace group from a stream seeded by (seed, tag, group))."""
+
+    def __init__(self, rules: Any, draws: dict[str, np.ndarray[Any, np.dtype[np.float64]]], seed: int) -> None:
+        self.seed = seed
+        self.draws = draws
+        self.plan: list[tuple[str, Any, list[str], list[float]]] = []
+        for key, rule in sorted(rules.items()):
+            values = list(rule.values or ())
+            cum: list[float] = []
+            if values:
+                weights = np.array([rule.values[v] for v in values], dtype=np.float64)
+                cum = np.cumsum(weights / weights.sum()).tolist()
+            self.plan.append((key, rule, values, cum))
+        self._per_group: dict[tuple[str, str], str] = {}
+
+    def _pick(self, values: list[str], cum: list[float], u: float) -> str:
+        return values[min(bisect.bisect_right(cum, u), len(values) - 1)]
+
+    def __call__(self, job: TraceJob, index: int) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key, rule, values, cum in self.plan:
+            if rule.from_group:
+                out[key] = job.group or "unknown"
+            elif rule.per_group:
+                hit = self._per_group.get((key, job.group))
+                if hit is None:
+                    u = np.random.default_rng([self.seed, _stable(key), _stable(job.group)]).random()
+                    hit = self._per_group[(key, job.group)] = self._pick(values, cum, u)
+                out[key] = hit
+            else:
+                out[key] = self._pick(values, cum, float(self.draws[key][index]))
+        out.update(job.tags)
+        return out
 
 
 def group_arrivals(arrivals: Sequence[Arrival]) -> list[tuple[float, list[JobSpec]]]:

@@ -45,17 +45,31 @@ VC_COLUMNS = ("vc", "node num")
 GPU_TIME_TOLERANCE = 1e-6  # relative
 
 
+_UTC_DAYS: dict[str, float] = {}  # 'YYYY-MM-DD' -> Unix seconds of its midnight (UTC)
+
+
 def parse_wall_clock(text: str, zone: dt.tzinfo | None) -> float:
     """'YYYY-MM-DD HH:MM:SS' in `zone` (None = UTC) to Unix seconds."""
     if len(text) != 19 or text[4] != "-" or text[7] != "-" or text[10] != " " or text[13] != ":" or text[16] != ":":
         raise RowError(f"timestamp: {text!r} is not 'YYYY-MM-DD HH:MM:SS'")
+    if zone is None:  # the fast path: midnight of each day once, then the time of day
+        try:
+            day = _UTC_DAYS.get(text[:10])
+            if day is None:
+                day = _UTC_DAYS[text[:10]] = float(
+                    calendar.timegm(dt.date(int(text[0:4]), int(text[5:7]), int(text[8:10])).timetuple())
+                )
+            h, m, s = int(text[11:13]), int(text[14:16]), int(text[17:19])
+        except ValueError:
+            raise RowError(f"timestamp: {text!r} is not a valid date and time") from None
+        if not (0 <= h < 24 and 0 <= m < 60 and 0 <= s < 60):
+            raise RowError(f"timestamp: {text!r} is not a valid date and time")
+        return day + h * 3600 + m * 60 + s
     try:
         parts = (int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]), int(text[17:19]))
         moment = dt.datetime(*parts)  # checks month, day, hour ranges
     except ValueError:
         raise RowError(f"timestamp: {text!r} is not a valid date and time") from None
-    if zone is None:
-        return float(calendar.timegm(moment.timetuple()))
     # fold=0: an ambiguous time is its first occurrence; a time inside a gap keeps the offset
     # from before the change, which moves it forward by the gap.
     return moment.replace(tzinfo=zone, fold=0).timestamp()
