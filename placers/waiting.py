@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -176,6 +177,9 @@ class ReleaseTimeline:
         return None if found is None else found[0]
 
 
+_RELEASE_ORDER = operator.attrgetter("at", "job_id")  # job ids are unique: a total order
+
+
 class _Releases(Mapping[int, tuple[Release, ...]]):
     """Pool -> releases, sorted by (time, job id); worked out on first use, since most cycles
     never consult the timeline (nothing waits) while the store may hold thousands of jobs."""
@@ -195,7 +199,7 @@ class _Releases(Mapping[int, tuple[Release, ...]]):
                 if index is None or catalog.pools[index].elastic:
                     continue
                 per_pool.setdefault(index, []).append(Release(p.finish_at, job_id, p.bindings))
-            self._by_pool = {k: tuple(sorted(v, key=lambda r: (r.at, r.job_id))) for k, v in sorted(per_pool.items())}
+            self._by_pool = {k: tuple(sorted(v, key=_RELEASE_ORDER)) for k, v in sorted(per_pool.items())}
             self._source = None
         return self._by_pool
 
