@@ -110,6 +110,8 @@ class Options:
     elastic: B
     model: I32  # index into model_names
     model_names: tuple[str, ...]
+    node_cpus: F64  # CPUs per node (inf when the pool does not say)
+    node_memory_gb: F64  # memory per node (inf when the pool does not say)
 
     @classmethod
     def of(cls, catalog: Catalog) -> Options:
@@ -133,6 +135,8 @@ class Options:
             elastic=np.array([p.elastic for p in pools], dtype=bool),
             model=np.array([models.index(p.gpu_model) for p in pools], dtype=np.int32),
             model_names=models,
+            node_cpus=np.array([p.cpus_per_node or np.inf for p in pools]),
+            node_memory_gb=np.array([p.memory_gb_per_node or np.inf for p in pools]),
         )
 
     def __len__(self) -> int:
@@ -337,26 +341,27 @@ def build_problem(
     reasons |= model_bits
 
     # ---- node shape, pool size, CPU / memory per node
-    pools = catalog.pools
-    cpus_node = np.array([pools[p].cpus_per_node or np.inf for p in opts.pool])
-    mem_node = np.array([pools[p].memory_gb_per_node or np.inf for p in opts.pool])
+    cpus_node, mem_node = opts.node_cpus, opts.node_memory_gb
     gpn = opts.gpus_per_node[None, :]
     shape_bad = (single[:, None] & (per_node_gpus[:, None] > gpn)) | (gpus[:, None] > opts.max_gpus[None, :])
     nodes_needed = np.maximum(1, np.ceil(per_node_gpus[:, None] / gpn))
-    shape_bad |= (cpus[:, None] / nodes_needed > cpus_node[None, :]) | (mem[:, None] / nodes_needed > mem_node[None, :])
+    if cpus.any() or mem.any():  # jobs that ask for no CPU or memory fit any node's
+        shape_bad |= (cpus[:, None] / nodes_needed > cpus_node[None, :]) | (
+            mem[:, None] / nodes_needed > mem_node[None, :]
+        )
     reasons |= np.where(shape_bad, int(Reason.NODE_SHAPE), 0).astype(np.int32)
 
     # ---- spot and dedicated hardware
-    reasons |= np.where(opts.spot[None, :] & ~spot_ok[:, None], int(Reason.SPOT), 0).astype(np.int32)
-    batch_on_dedicated = ~inference[:, None] & opts.dedicated[None, :]
-    needs_dedicated = wants_dedicated[:, None] & ~(opts.dedicated | opts.elastic)[None, :]
-    reasons |= np.where(batch_on_dedicated | needs_dedicated, int(Reason.DEDICATED), 0).astype(np.int32)
+    if not spot_ok.all():
+        reasons |= np.where(opts.spot[None, :] & ~spot_ok[:, None], int(Reason.SPOT), 0).astype(np.int32)
+    if opts.dedicated.any() or wants_dedicated.any():
+        batch_on_dedicated = ~inference[:, None] & opts.dedicated[None, :]
+        needs_dedicated = wants_dedicated[:, None] & ~(opts.dedicated | opts.elastic)[None, :]
+        reasons |= np.where(batch_on_dedicated | needs_dedicated, int(Reason.DEDICATED), 0).astype(np.int32)
 
     # ---- site rules: allowed sites / jurisdictions, latency, availability (jobs x sites)
-    site_names = [s.name for s in catalog.sites]
-    site_jur = [s.jurisdiction for s in catalog.sites]
-    rtt = np.array([[s.rtt_ms.get(r, np.inf) for r in catalog.user_regions] for s in catalog.sites])
-    region_index = {r: i for i, r in enumerate(catalog.user_regions)}
+    static = _static(catalog)
+    site_names, site_jur, rtt, region_index = static.site_names, static.site_jur, static.rtt, static.region_index
     rule_rows: dict[tuple[object, ...], npt.NDArray[np.int32]] = {}
     site_bits = np.zeros((n_jobs, n_sites), dtype=np.int32)
     for j, s in enumerate(specs):
@@ -399,28 +404,22 @@ def build_problem(
     inc_job = np.zeros(0, dtype=np.int64)
     inc_ds = np.zeros(0, dtype=np.int64)
     if unique:
-        n_ds = len(ids)
         size = np.array([unique[did].size_gb for did in ids])
-        holds = np.zeros((n_ds, n_sites), dtype=bool)
-        residency = np.zeros((n_ds, n_sites), dtype=np.int32)
-        for i, did in enumerate(ids):
-            for r in (*unique[did].replica_sites, *extra_replicas.get(did, ())):
-                if r in catalog.site_index:
-                    holds[i, catalog.site_index[r]] = True
-            allowed = catalog.allowed_jurisdictions(unique[did].classification)
-            if allowed is not None:
-                residency[i] = np.where([x in allowed for x in site_jur], 0, int(Reason.RESIDENCY))
-        bw = catalog.bandwidth_gbps
-        # Cheapest source per (dataset, destination); ties broken by bandwidth, then site index.
-        rate_all = np.where(holds[:, :, None], catalog.egress_usd_per_gb[None, :, :], np.inf)  # [d, from, to]
-        secs_all = np.where(holds[:, :, None], 8.0 / bw[None, :, :], np.inf)
-        src = (rate_all * 1e6 + np.minimum(secs_all, 1e5)).argmin(axis=1).astype(np.int32)  # [d, to]
-        rate = np.take_along_axis(rate_all, src[:, None, :], axis=1)[:, 0, :]
-        sec_per_gb = np.take_along_axis(secs_all, src[:, None, :], axis=1)[:, 0, :]
-        rate = np.where(holds, 0.0, rate)
-        sec_per_gb = np.where(holds, 0.0, sec_per_gb)
-        src = np.where(holds, np.arange(n_sites)[None, :], src).astype(np.int32)
-        storage_price = np.array([s.storage_usd_per_gb_month for s in catalog.sites])
+        rows = []
+        for did in ids:
+            d = unique[did]
+            held = {
+                catalog.site_index[r]
+                for r in (*d.replica_sites, *extra_replicas.get(did, ()))
+                if r in catalog.site_index
+            }
+            rows.append(static.replica_rows(tuple(sorted(held))))
+        holds = np.array([r[0] for r in rows])
+        src = np.array([r[1] for r in rows], dtype=np.int32)
+        rate = np.array([r[2] for r in rows])
+        sec_per_gb = np.array([r[3] for r in rows])
+        residency = np.array([static.residency_row(unique[did].classification) for did in ids], dtype=np.int32)
+        storage_price = static.storage_price
         ttl_months = settings.replica_ttl_s / SECONDS_PER_MONTH
         store_ds = np.where(holds, 0.0, size[:, None] * storage_price[None, :] * ttl_months)
         inc_job = np.array([j for j, ds in enumerate(datasets) for _ in ds], dtype=np.int64)
@@ -438,10 +437,12 @@ def build_problem(
     transfer = transfer_js[:, opts.site]
 
     # ---- deadline, cost cap
-    finish = now + transfer + runtime
-    reasons |= np.where(finish > deadline[:, None], int(Reason.DEADLINE), 0).astype(np.int32)
+    if np.isfinite(deadline).any():
+        finish = now + transfer + runtime
+        reasons |= np.where(finish > deadline[:, None], int(Reason.DEADLINE), 0).astype(np.int32)
     total = compute + egress + storage
-    reasons |= np.where(total > max_cost[:, None] * (1 + 1e-9), int(Reason.MAX_COST), 0).astype(np.int32)
+    if np.isfinite(max_cost).any():
+        reasons |= np.where(total > max_cost[:, None] * (1 + 1e-9), int(Reason.MAX_COST), 0).astype(np.int32)
 
     # ---- capacity right now (placers track what they consume on top of this)
     demands = [Demand.of(s) for s in specs]
@@ -487,11 +488,71 @@ def build_problem(
     )
 
 
+class _CatalogStatic:
+    """Facts of one catalog that every problem reuses, worked out once: which replica serves
+    each destination for a given set of sites holding a dataset, and residency rows."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.n_sites = len(catalog.sites)
+        self.site_names = [s.name for s in catalog.sites]
+        self.site_jur = [s.jurisdiction for s in catalog.sites]
+        self.rtt = np.array([[s.rtt_ms.get(r, np.inf) for r in catalog.user_regions] for s in catalog.sites])
+        self.rtt.setflags(write=False)
+        self.region_index = {r: i for i, r in enumerate(catalog.user_regions)}
+        self.storage_price = np.array([s.storage_usd_per_gb_month for s in catalog.sites])
+        self.storage_price.setflags(write=False)
+        self._replica: dict[tuple[int, ...], tuple[B, I32, F64, F64]] = {}
+        self._residency: dict[str, I32] = {}
+
+    def replica_rows(self, held: tuple[int, ...]) -> tuple[B, I32, F64, F64]:
+        """For a dataset held at sites `held`: (holds, source site, USD/GB, s/GB) per destination.
+        Cheapest source per destination; ties broken by bandwidth, then site index."""
+        hit = self._replica.get(held)
+        if hit is None:
+            n = self.n_sites
+            holds = np.zeros(n, dtype=bool)
+            holds[list(held)] = True
+            cat = self.catalog
+            rate_all = np.where(holds[:, None], cat.egress_usd_per_gb, np.inf)  # [from, to]
+            secs_all = np.where(holds[:, None], 8.0 / cat.bandwidth_gbps, np.inf)
+            src = (rate_all * 1e6 + np.minimum(secs_all, 1e5)).argmin(axis=0).astype(np.int32)  # [to]
+            to = np.arange(n)
+            rate = np.where(holds, 0.0, rate_all[src, to])
+            sec = np.where(holds, 0.0, secs_all[src, to])
+            src = np.where(holds, to, src).astype(np.int32)
+            for a in (holds, src, rate, sec):
+                a.setflags(write=False)
+            hit = self._replica[held] = (holds, src, rate, sec)
+        return hit
+
+    def residency_row(self, classification: str) -> I32:
+        row = self._residency.get(classification)
+        if row is None:
+            allowed = self.catalog.allowed_jurisdictions(classification)
+            row = np.zeros(self.n_sites, dtype=np.int32)
+            if allowed is not None:
+                row = np.where([x in allowed for x in self.site_jur], 0, int(Reason.RESIDENCY)).astype(np.int32)
+            row.setflags(write=False)
+            self._residency[classification] = row
+        return row
+
+
+_STATIC: dict[int, _CatalogStatic] = {}
+
+
+def _static(catalog: Catalog) -> _CatalogStatic:
+    hit = _STATIC.get(id(catalog))
+    if hit is None or hit.catalog is not catalog:
+        if len(_STATIC) > 64:
+            _STATIC.clear()
+        hit = _STATIC[id(catalog)] = _CatalogStatic(catalog)
+    return hit
+
+
 def capacity_fits(capacity: CapacityState, opts: Options, demands: Sequence[Demand]) -> B:
     """[J, O]: would each job fit each option's pool with the capacity free now (ignoring the others)?"""
-    n_pools = len(capacity.catalog.pools)
-    free_milli = np.array([capacity.free_milli(p) for p in range(n_pools)], dtype=np.int64)
-    max_node = np.array([capacity.max_whole_gpus_on_a_node(p) for p in range(n_pools)], dtype=np.int64)
+    free_milli, max_node = capacity.pool_summary()
     total = np.array([d.total_milli for d in demands], dtype=np.int64)
     per_node = np.array([d.gpus if d.single_node and d.gpu_milli == FULL else 0 for d in demands], dtype=np.int64)
     fits = total[:, None] <= free_milli[opts.pool][None, :]

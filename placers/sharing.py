@@ -47,6 +47,9 @@ class Transfers:
         return float(self.egress_usd.sum() + self.storage_usd.sum())
 
 
+SMALL_PLAN = 32  # incidences up to which plain Python beats numpy's per-call overhead
+
+
 def transfers(
     problem: PlacementProblem,
     jobs: Sequence[int] | npt.NDArray[np.int64],
@@ -54,6 +57,8 @@ def transfers(
 ) -> Transfers:
     """The copies placing `jobs[i]` on `options[i]` needs, each counted once."""
     n_sites = len(problem.catalog.sites)
+    if len(problem.job_dataset[0]) <= SMALL_PLAN:
+        return _transfers_small(problem, jobs, options, n_sites)
     site_of_job = np.full(problem.n_jobs, -1, dtype=np.int64)
     if len(jobs):
         site_of_job[np.asarray(jobs, dtype=np.int64)] = problem.options.site[np.asarray(options, dtype=np.int64)]
@@ -72,6 +77,43 @@ def transfers(
         readers=readers,
         inc_job=inc_job,
         inc_transfer=inverse.reshape(-1),
+    )
+
+
+def _transfers_small(
+    problem: PlacementProblem,
+    jobs: Sequence[int] | npt.NDArray[np.int64],
+    options: Sequence[int] | npt.NDArray[np.int64],
+    n_sites: int,
+) -> Transfers:
+    """transfers() for a plan with few (job, dataset) pairs: the same arrays, built in Python."""
+    site_of = {int(j): int(problem.options.site[int(o)]) for j, o in zip(jobs, options, strict=True)}
+    src = problem.dataset_source
+    inc_job: list[int] = []
+    keys_of: list[int] = []
+    for j, d in zip(problem.job_dataset[0].tolist(), problem.job_dataset[1].tolist(), strict=True):
+        site = site_of.get(j)
+        if site is None or int(src[d, site]) == site:
+            continue
+        inc_job.append(j)
+        keys_of.append(d * n_sites + site)
+    keys = sorted(set(keys_of))
+    index = {k: i for i, k in enumerate(keys)}
+    readers = [0] * len(keys)
+    inverse = []
+    for k in keys_of:
+        readers[index[k]] += 1
+        inverse.append(index[k])
+    key_arr = np.array(keys, dtype=np.int64)
+    d, s = key_arr // n_sites, key_arr % n_sites
+    return Transfers(
+        dataset=d,
+        site=s,
+        egress_usd=problem.dataset_egress_usd[d, s] if keys else np.zeros(0),
+        storage_usd=problem.dataset_storage_usd[d, s] if keys else np.zeros(0),
+        readers=np.array(readers, dtype=np.int64),
+        inc_job=np.array(inc_job, dtype=np.int64),
+        inc_transfer=np.array(inverse, dtype=np.int64),
     )
 
 

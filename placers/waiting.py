@@ -49,7 +49,8 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+import operator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -156,18 +157,16 @@ class ReleaseTimeline:
 
         Services (no finish_at) never release; a job already past its expected finish is left out
         (when it ends is unknown), so predictions only err on the late side."""
-        per_pool: dict[int, list[Release]] = {}
-        for job_id, p in allocations.items():
-            if p.finish_at is None or p.finish_at <= now or not p.bindings:
-                continue
-            index = catalog.pool_index.get(f"{p.site}/{p.pool}")
-            if index is None or catalog.pools[index].elastic:
-                continue
-            per_pool.setdefault(index, []).append(Release(p.finish_at, job_id, p.bindings))
-        return cls(now, {k: tuple(sorted(v, key=lambda r: (r.at, r.job_id))) for k, v in sorted(per_pool.items())})
+        return cls(now, _Releases(catalog, allocations, now))
 
     def of(self, pool: int) -> tuple[Release, ...]:
         return self.releases.get(pool, ())
+
+    def any_release(self) -> bool:
+        """Is any release expected at all (without sorting the timeline when it is not built yet)?"""
+        if isinstance(self.releases, _Releases):
+            return self.releases.any_release()
+        return any(self.releases.values())
 
     def first_fit_at(self, capacity: CapacityState, pool: int, demand: Demand) -> UnixSeconds | None:
         """The earliest expected time `demand` fits `pool`, starting from `capacity` (None: not in view)."""
@@ -176,6 +175,54 @@ class ReleaseTimeline:
         scratch = _PoolFuture(capacity, pool, self.of(pool))
         found = scratch.earliest(demand)
         return None if found is None else found[0]
+
+
+_RELEASE_ORDER = operator.attrgetter("at", "job_id")  # job ids are unique: a total order
+
+
+class _Releases(Mapping[int, tuple[Release, ...]]):
+    """Pool -> releases, sorted by (time, job id); worked out on first use, since most cycles
+    never consult the timeline (nothing waits) while the store may hold thousands of jobs."""
+
+    def __init__(self, catalog: Catalog, allocations: Mapping[str, Placement], now: UnixSeconds) -> None:
+        self._source: tuple[Catalog, Mapping[str, Placement], UnixSeconds] | None = (catalog, allocations, now)
+        self._by_pool: dict[int, tuple[Release, ...]] = {}
+
+    def _built(self) -> dict[int, tuple[Release, ...]]:
+        if self._source is not None:
+            catalog, allocations, now = self._source
+            per_pool: dict[int, list[Release]] = {}
+            for job_id, p in allocations.items():
+                if p.finish_at is None or p.finish_at <= now or not p.bindings:
+                    continue
+                index = catalog.pool_index.get(f"{p.site}/{p.pool}")
+                if index is None or catalog.pools[index].elastic:
+                    continue
+                per_pool.setdefault(index, []).append(Release(p.finish_at, job_id, p.bindings))
+            self._by_pool = {k: tuple(sorted(v, key=_RELEASE_ORDER)) for k, v in sorted(per_pool.items())}
+            self._source = None
+        return self._by_pool
+
+    def any_release(self) -> bool:
+        if self._source is None:
+            return any(self._by_pool.values())
+        catalog, allocations, now = self._source
+        for p in allocations.values():
+            if p.finish_at is None or p.finish_at <= now or not p.bindings:
+                continue
+            index = catalog.pool_index.get(f"{p.site}/{p.pool}")
+            if index is not None and not catalog.pools[index].elastic:
+                return True
+        return False
+
+    def __getitem__(self, pool: int) -> tuple[Release, ...]:
+        return self._built()[pool]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())
 
 
 class _PoolFuture:
@@ -283,7 +330,8 @@ class WaitPlanner:
         self._futures: dict[int, _PoolFuture] = {}
         has_deadline = np.isfinite(problem.deadline_at)
         self._policies = [self.rule.policy_for(bool(x)) for x in has_deadline]
-        self._predicts = any(self.timeline.releases.values())
+        # Only the deadline rule looks ahead; whether anything will free is asked only then.
+        self._predicts = any(p is WaitPolicy.DEADLINE for p in self._policies) and self.timeline.any_release()
         # the deadline rule needs a prediction: without releases in view nobody can wait under it
         self.active = any(
             p is not WaitPolicy.NO_WAIT and (p is not WaitPolicy.DEADLINE or self._predicts) for p in self._policies

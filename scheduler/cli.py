@@ -12,6 +12,9 @@
     gravity cost [--by TAG] [--period 2026-11]   showback / chargeback (table, --format csv|json)
     gravity budget list|get|create|update|delete|watch   budgets per cost center or project, alerts
     gravity audit [--job ID] [--tag k=v] [--since T]     the decision audit trail
+    gravity simulate SCENARIO.yaml               replay a trace scenario (simulations/cli.py)
+    gravity compare SCENARIO.yaml ...            several placers or scenarios side by side
+    gravity sweep SCENARIO.yaml --vary ...       a grid of scenario variants on Ray
 
 Client commands take `--server HOST:PORT` (default $GRAVITY_SERVER or 127.0.0.1:50051) and
 `--json` (protobuf JSON, field names as in the .proto, for scripts; `watch --json` writes one
@@ -190,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     from scheduler.cli_finops import register  # cost, budget, audit (imported here: it imports this module)
 
     register(sub, [client])
+    from simulations.cli import register as register_simulator_commands  # simulations imports the scheduler
+
+    register_simulator_commands(sub)  # simulate, compare, sweep (simulations/cli.py)
     return parser
 
 

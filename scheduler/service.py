@@ -26,14 +26,14 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from placers.capacity import FULL
 from placers.catalog import Catalog, Site
 from placers.domain import Attempt, Job, JobSpec, JobState, Placement
 from placers.explain import Explanation, explain, rejection_text, waiting_texts
-from placers.problem import PlacementProblem, ProblemSettings, Reason, build_problem
+from placers.problem import Options, PlacementProblem, ProblemSettings, Reason, build_problem
 from placers.result import PlacementResult, Placer
 from placers.waiting import ReleaseTimeline, WaitPolicy, WaitRule
 from scheduler.admission import resolve_datasets, validate, validate_batch
@@ -157,6 +157,7 @@ class SchedulerService:
             service_horizon_s=self.cycle.service_horizon_s,
             waiting=wait_rule(self.cycle),
         )
+        self._options = Options.of(catalog)  # the problem's columns depend on the catalog only
         self._parked: dict[str, float] = {}  # waiting job id -> retry no later than this
         self._freed_gpus = 0.0  # GPUs released since the last cycle: how much waiting work to retry
         self._last_full_retry = float("-inf")
@@ -469,6 +470,7 @@ class SchedulerService:
             budget_remaining_usd=budgets.remaining_usd(),
             budget_keys=budgets.keys([j.spec for j in jobs]),
             settings=self.problem_settings,
+            options=self._options,
             submitted_at=[j.created_at for j in jobs],
             release=ReleaseTimeline.from_allocations(self.catalog, snap.allocations, now),
         )
@@ -491,6 +493,7 @@ class SchedulerService:
             budget_remaining_usd=budgets.remaining_usd(),
             budget_keys=budgets.keys(specs),
             settings=self.problem_settings,
+            options=self._options,
             submitted_at=submitted_at,
             release=ReleaseTimeline.from_allocations(self.catalog, snap.allocations, now),
         )
@@ -712,8 +715,26 @@ def wait_rule(cycle: CycleSettings) -> WaitRule:
     )
 
 
-def _live_replicas(snap: Snapshot, now: float) -> dict[str, tuple[str, ...]]:
-    return {d: tuple(site for site, until in sites.items() if until > now) for d, sites in snap.replicas.items()}
+class _LiveReplicas(Mapping[str, tuple[str, ...]]):
+    """Cached dataset copies still alive at `now`, worked out per dataset when asked: a batch
+    reads a few datasets, while the store may remember copies of thousands."""
+
+    def __init__(self, replicas: Mapping[str, Mapping[str, float]], now: float) -> None:
+        self._replicas = replicas
+        self._now = now
+
+    def __getitem__(self, dataset: str) -> tuple[str, ...]:
+        return tuple(site for site, until in self._replicas[dataset].items() if until > self._now)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._replicas)
+
+    def __len__(self) -> int:
+        return len(self._replicas)
+
+
+def _live_replicas(snap: Snapshot, now: float) -> Mapping[str, tuple[str, ...]]:
+    return _LiveReplicas(snap.replicas, now)
 
 
 def _option_of(problem: PlacementProblem, placement: Placement) -> int:

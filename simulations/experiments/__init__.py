@@ -1,0 +1,1 @@
+"""Fidelity experiments against published results; one command each, printing figures."""
