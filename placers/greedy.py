@@ -67,13 +67,23 @@ class GreedyPlacer:
         opt_pool = problem.options.pool
         planner = WaitPlanner(problem, score)
         decisions: list[Decision] = []
+        why_waiting: dict[tuple[bytes, int], int] = {}  # jobs with the same reasons row wait for the same reasons
+        # Jobs of one shape with the same ranked options are alike: once one found every option full,
+        # the rest of its class (without a budget to check) waits for the same reason at once.
+        classes = _classes(kinds, n_ok, ranked)
+        full_class: set[int] = set()
         for row in job_order(problem):
             j = int(row)
+            key = problem.budget_key[j]
+            if key is None and classes[j] in full_class:
+                decisions.append(Decision(job=j, reason=self._why(why_waiting, problem, j, int(Reason.CAPACITY))))
+                continue
             demand = problem.demands[j]
             cands = ranked[j, : n_ok[j]]
             open_ = ~no_room[kinds[j], opt_pool[cands]]
             blocked = int(Reason.CAPACITY) if not open_.all() else 0
-            key = problem.budget_key[j]
+            if key is None and len(cands) and not open_.any():
+                full_class.add(int(classes[j]))
             if key is not None:
                 affordable = total[j, cands] <= budgets[key] + 1e-9
                 if not affordable.all():
@@ -98,7 +108,28 @@ class GreedyPlacer:
                     budgets[key] -= float(total[j, o])
                 chosen = Decision(job=j, option=o, bindings=bindings, reason=blocked)
                 break
-            decisions.append(chosen or Decision(job=j, reason=waiting_reason(problem, j, blocked)))
+            decisions.append(chosen or Decision(job=j, reason=self._why(why_waiting, problem, j, blocked)))
         decisions.sort(key=lambda d: d.job)
         priced, new_replicas = attribute(problem, decisions)
         return PlacementResult(self.name, priced, {"deferred": float(planner.deferred)}, new_replicas)
+
+    @staticmethod
+    def _why(memo: dict[tuple[bytes, int], int], problem: PlacementProblem, j: int, blocked: int) -> int:
+        key = (problem.reasons[j].tobytes(), blocked)
+        bits = memo.get(key)
+        if bits is None:
+            bits = memo[key] = waiting_reason(problem, j, blocked)
+        return bits
+
+
+def _classes(
+    kinds: npt.NDArray[np.int64], n_ok: npt.NDArray[np.int64], ranked: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """A class id per job: same demand shape, same number of feasible options, same ranking."""
+    if len(kinds) == 0:
+        return np.zeros(0, dtype=np.int64)
+    rows = np.ascontiguousarray(
+        np.column_stack([kinds, n_ok, np.where(np.arange(ranked.shape[1]) < n_ok[:, None], ranked, -1)])
+    )
+    ids: dict[bytes, int] = {}
+    return np.array([ids.setdefault(r.tobytes(), len(ids)) for r in rows], dtype=np.int64)

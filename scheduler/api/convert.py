@@ -60,8 +60,10 @@ def spec_from_proto(m: pb.JobSpec) -> JobSpec:
     Semantic checks against the catalog are admission's (scheduler.admission.validate)."""
     if m.kind not in KIND_FROM_PB:
         raise InvalidSpec("kind", "must be JOB_KIND_TRAINING, JOB_KIND_BATCH or JOB_KIND_INFERENCE")
+    # Empty repeated and map fields are the common case: test them before copying (a batch of
+    # thousands of specs goes through here on one core).
     datasets: list[str | Dataset] = []
-    for i, ref in enumerate(m.datasets):
+    for i, ref in enumerate(m.datasets or ()):
         which = ref.WhichOneof("source")
         if which == "catalog_id":
             datasets.append(ref.catalog_id)
@@ -70,9 +72,10 @@ def spec_from_proto(m: pb.JobSpec) -> JobSpec:
             datasets.append(Dataset(d.id, d.size_gb, tuple(d.replica_sites), d.classification or "public"))
         else:
             raise InvalidSpec(f"datasets[{i}]", "set catalog_id or inline")
-    tags = dict(m.tags.extra)
+    wire_tags = m.tags
+    tags = dict(wire_tags.extra) if wire_tags.extra else {}
     for key in WELL_KNOWN_TAGS:
-        value = getattr(m.tags, key)
+        value = getattr(wire_tags, key)
         if value:
             if key in tags:
                 raise InvalidSpec(f"tags.extra.{key}", f"use tags.{key} instead")
@@ -95,7 +98,7 @@ def spec_from_proto(m: pb.JobSpec) -> JobSpec:
         kind=kind,
         gpus=m.gpus,
         gpu_milli=m.gpu_milli or 1000,
-        gpu_models=tuple(m.gpu_models),
+        gpu_models=tuple(m.gpu_models) if m.gpu_models else (),
         cpus=m.cpus,
         memory_gb=m.memory_gb,
         single_node=m.single_node,
@@ -104,13 +107,13 @@ def spec_from_proto(m: pb.JobSpec) -> JobSpec:
         priority=m.priority,
         tags=tags,
         datasets=tuple(datasets),
-        allowed_jurisdictions=tuple(m.allowed_jurisdictions),
-        allowed_sites=tuple(m.allowed_sites),
+        allowed_jurisdictions=tuple(m.allowed_jurisdictions) if m.allowed_jurisdictions else (),
+        allowed_sites=tuple(m.allowed_sites) if m.allowed_sites else (),
         max_cost_usd=m.max_cost_usd if m.HasField("max_cost_usd") else None,
         spot_ok=m.spot_ok,
         inference=inference,
         entrypoint=m.entrypoint,
-        env=dict(m.env),
+        env=dict(m.env) if m.env else {},
         request_id=m.request_id,
         max_retries=m.max_retries,
     )
