@@ -5,8 +5,8 @@ sites        on-prem sites built from a trace's node list, joined with cloud sit
 scenario     YAML scenarios (catalog, generators, placer, what-if knobs), validated
 workload     trace jobs -> JobSpecs, with seeded generators for what traces do not record
 engine       the event heap and the virtual clock driving scheduler.service.SchedulerService
-metrics      cost, deadlines, JCT and waits, utilisation, burst share, fragmentation
-showback     cost by tag
+metrics      cost, deadlines, JCT and waits, utilisation, burst share, fragmentation; cost by
+             tag through the FinOps showback (scheduler.finops.showback), as CostReport does
 report       JSON, CSV, PNG and terminal output
 sweep        many scenarios in parallel on Ray
 cli          `gravity simulate`, `gravity compare`, `gravity sweep`

@@ -31,8 +31,9 @@ import numpy as np
 
 from placers.catalog import Catalog
 from placers.domain import Job, JobState
+from scheduler.finops.periods import Period
+from scheduler.finops.showback import showback
 from simulations.engine import RunResult
-from simulations.showback import CostRow, cost_by_tag
 from simulations.workload import Workload
 
 PERCENTILES = (50, 90, 99)
@@ -128,6 +129,33 @@ def job_rows(workload: Workload, result: RunResult) -> list[JobRow]:
             )
         )
     return rows
+
+
+def cost_by_tag(result: RunResult, catalog: Catalog, keys: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Showback of the replay: the FinOps showback (scheduler.finops.showback, what CostReport
+    serves) over the replay's job records for the whole replayed span, one grouping per tag key.
+    {key: {value: {jobs, gpu_hours, compute_usd, egress_usd, storage_usd, total_usd,
+    usd_per_gpu_hour, idle_gpu_hours, flags}}}, most expensive first; '(untagged)' for jobs
+    without the tag."""
+    period = Period("replay", result.started_at, result.ended_at + 1.0)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for key in keys:
+        report = showback(result.jobs, (key,), period, result.ended_at, catalog=catalog)
+        out[key] = {
+            row.group[0]: {
+                "jobs": row.jobs,
+                "gpu_hours": row.costs.gpu_hours,
+                "compute_usd": row.costs.compute_usd,
+                "egress_usd": row.costs.egress_usd,
+                "storage_usd": row.costs.storage_usd,
+                "total_usd": row.costs.total_usd,
+                "usd_per_gpu_hour": row.usd_per_gpu_hour,
+                "idle_gpu_hours": row.costs.idle_gpu_hours,
+                "flags": list(row.flags),
+            }
+            for row in report.rows
+        }
+    return out
 
 
 def _first_reason(text: str) -> str:
@@ -227,10 +255,7 @@ def summarise(workload: Workload, result: RunResult, rows: Sequence[JobRow]) -> 
         }
 
     reasons = Counter(_first_reason(r.reason) for r in rows if r.state == "rejected")
-    tags = cost_by_tag(
-        (CostRow(r.tags, h, r.compute_usd, r.egress_usd, r.storage_usd) for r, h in zip(rows, gpu_hours, strict=True)),
-        scenario.spec.report.tags,
-    )
+    tags = cost_by_tag(result, catalog, scenario.spec.report.tags)
     load = [rep.as_dict() for rep in workload.load_reports]
     return {
         "scenario": scenario.name,

@@ -4,7 +4,8 @@ report.json         everything: summary, definitions, utilisation series, fragme
                     the scenario document as run
 summary.csv         one metric per row (metric,value)
 jobs.csv            one row per replayed job
-costs_by_tag.csv    showback: tag,value,jobs,gpu_hours,compute_usd,egress_usd,storage_usd,total_usd
+costs_by_tag.csv    showback (the FinOps showback over the replay): tag,value,jobs,gpu_hours,compute_usd,
+                    egress_usd,storage_usd,total_usd,usd_per_gpu_hour,idle_gpu_hours,flags
 utilisation.csv     time and busy GPUs per site
 *.png               utilisation, cost, completion/wait CDFs, fragmentation (matplotlib, Agg)
 """
@@ -100,11 +101,20 @@ def write_outputs(
     path = out / "costs_by_tag.csv"
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        cols = ["jobs", "gpu_hours", "compute_usd", "egress_usd", "storage_usd", "total_usd", "usd_per_gpu_hour"]
-        w.writerow(["tag", "value", *cols])
+        cols = [
+            "jobs",
+            "gpu_hours",
+            "compute_usd",
+            "egress_usd",
+            "storage_usd",
+            "total_usd",
+            "usd_per_gpu_hour",
+            "idle_gpu_hours",
+        ]
+        w.writerow(["tag", "value", *cols, "flags"])
         for key, groups in report["cost"]["by_tag"].items():
             for value, acc in groups.items():
-                w.writerow([key, value, *(_cell(acc[c]) for c in cols)])
+                w.writerow([key, value, *(_cell(acc[c]) for c in cols), "; ".join(acc["flags"])])
     written.append(path)
 
     series = report["utilisation_series"]
