@@ -21,12 +21,14 @@ recovers (`recover`): the store and the executor are made to agree before anythi
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
+import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from placers.capacity import FULL
@@ -158,9 +160,14 @@ class SchedulerService:
             waiting=wait_rule(self.cycle),
         )
         self._options = Options.of(catalog)  # the problem's columns depend on the catalog only
-        self._parked: dict[str, float] = {}  # waiting job id -> retry no later than this
+        self._parked: dict[str, float] = {}  # waiting job id -> planned retry time (inf: none planned)
+        self._unplanned = 0  # waiting jobs without a planned retry: the sweep's business
+        self._due: list[tuple[float, str]] = []  # heap of planned retries (stale entries skipped)
+        self._cursor = 0  # store.pending_since: jobs that joined the queue later are new to us
         self._freed_gpus = 0.0  # GPUs released since the last cycle: how much waiting work to retry
-        self._last_full_retry = float("-inf")
+        self._next_sweep: float | None = None  # when the next sweep of the waiting jobs starts
+        self._sweep_at: int | None = None  # queue position of the sweep in progress
+        self._swept: set[str] = set()  # the jobs the sweep in progress has seen
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -212,7 +219,7 @@ class SchedulerService:
         if job.state.holds_capacity:
             self._freed_gpus += job.spec.gpu_equivalents * job.spec.replicas
             self.executor.cancel(job_id)
-        self._parked.pop(job_id, None)
+        self._unpark(job_id)
         self._wake.set()
         return updated
 
@@ -295,12 +302,12 @@ class SchedulerService:
                     report.placed, report.rejected = len(plan.placements), len(plan.rejections)
                     report.waiting = len(waiting)
                     report.stats = dict(result.stats)
-                    default_retry = now + self.cycle.retry_waiting_s
                     for job_id in waiting:
-                        # A placer's retry_at (a planned wait) wins; freed capacity re-decides sooner anyway.
-                        self._parked[job_id] = retry_at.get(job_id, default_retry)
+                        # A placer's retry_at (a planned wait) is kept; freed capacity and the
+                        # sweep re-decide the others.
+                        self._park(job_id, retry_at.get(job_id, math.inf), now)
                     for job_id in (*plan.placements, *plan.rejections):
-                        self._parked.pop(job_id, None)
+                        self._unpark(job_id)
                     first = [j for j in jobs if j.decided_at is None]
                     self.governance.decided(plan, first, self.clock.now())  # latency up to the commit
                     # 7. launch
@@ -407,7 +414,8 @@ class SchedulerService:
                 self._recover_due = True
                 self.recover()
                 self._led_epoch, self._recover_due = epoch, False
-                self._last_full_retry = float("-inf")  # a new leader decides all waiting work afresh
+                self.retry_waiting()  # a new leader decides all waiting work afresh
+                self._cursor, self._parked, self._due, self._unplanned = 0, {}, [], 0
             return self.run_cycle()
         except StoreError:
             self._recover_due = True  # a commit or claim may have applied without our knowing
@@ -416,43 +424,107 @@ class SchedulerService:
     # ------------------------------------------------------------------ steps
 
     def _take(self, now: float) -> list[Job]:
-        """The jobs to decide this cycle, in queue order, at most max_batch.
+        """The jobs to decide this cycle, at most max_batch, in queue order (priority, then age).
 
-        New jobs and waiting jobs whose retry time has come always; when capacity freed, waiting
-        jobs in queue order up to about twice the GPUs released (so the work per cycle follows
-        the churn, not the backlog); every retry_waiting_s, all waiting jobs.
+        Work follows events, not the backlog: every job new to the queue (submitted, or back after a
+        failed attempt), waiting jobs whose planned retry is due, and when capacity freed the head of
+        the queue up to about twice the GPUs released. Every retry_waiting_s a sweep re-decides the
+        whole waiting backlog, sweep_batch jobs per cycle, for what no event signals (a deadline
+        that passed, a site back). A cycle's cost is bounded however long the queue grows.
         """
-        full = now - self._last_full_retry >= self.cycle.retry_waiting_s
         limit = self.cycle.max_batch
-        pending = self.store.pending(limit=limit if full else limit + len(self._parked))
-        if full:
-            self._last_full_retry = now
+        picked: dict[str, Job] = {}
+
+        def add(jobs: Iterable[Job]) -> int:
+            n = 0
+            for job in jobs:
+                if len(picked) >= limit:
+                    break
+                picked.setdefault(job.id, job)
+                n += 1
+            return n
+
+        fresh, self._cursor = self.store.pending_since(self._cursor, limit)
+        add(fresh)
+        due: list[str] = []
+        while self._due and self._due[0][0] <= now:
+            at, job_id = heapq.heappop(self._due)
+            if self._parked.get(job_id) == at:
+                due.append(job_id)
+        if due:
+            add(j for j in self.store.get_many(due) if j is not None and j.state is JobState.PENDING)
+        if self._freed_gpus > 0:
+            add(self._queue_head(2 * self._freed_gpus + RETRY_SLACK_GPUS, limit - len(picked)))
             self._freed_gpus = 0.0
-            ids = {j.id for j in pending}
-            self._parked = {k: v for k, v in self._parked.items() if k in ids}  # forget jobs gone elsewhere
-            return pending[:limit]
-        budget = 2 * self._freed_gpus + RETRY_SLACK_GPUS if self._freed_gpus > 0 else 0.0
-        self._freed_gpus = 0.0
+        if self._sweep_at is None and self._next_sweep is not None and now >= self._next_sweep:
+            self._sweep_at, self._swept = 0, set()
+            self._next_sweep = now + self.cycle.retry_waiting_s if self._unplanned else None
+        if self._sweep_at is not None:
+            part = self.store.pending(self.cycle.sweep_batch, offset=self._sweep_at)
+            taken = add(part)
+            self._swept.update(j.id for j in part)
+            # Decided jobs leave the queue and the positions behind them shift: a job skipped
+            # that way is re-decided by the next sweep, or sooner when capacity frees.
+            self._sweep_at = None if len(part) < self.cycle.sweep_batch else self._sweep_at + taken
+            if self._sweep_at is None:  # a whole pass: forget jobs that left the queue elsewhere
+                for job_id in [k for k in self._parked if k not in self._swept and k not in picked]:
+                    self._unpark(job_id)
+                self._swept = set()
+        return sorted(picked.values(), key=lambda j: (-j.spec.priority, j.created_at))
+
+    def _queue_head(self, gpus: float, limit: int) -> list[Job]:
+        """The first pending jobs in queue order whose GPUs add up to about `gpus`."""
         out: list[Job] = []
-        for job in pending:
-            retry_at = self._parked.get(job.id)
-            if retry_at is None or retry_at <= now:
+        n = 64
+        while limit > 0:
+            head = self.store.pending(min(n, limit))
+            out = []
+            left = gpus
+            for job in head:
                 out.append(job)
-            elif budget > 0:
-                out.append(job)
-                budget -= job.spec.gpu_equivalents * job.spec.replicas
-            if len(out) >= limit:
-                break
+                left -= job.spec.gpu_equivalents * job.spec.replicas
+                if left <= 0:
+                    return out
+            if len(head) < min(n, limit):
+                return out
+            n *= 4
         return out
 
     def retry_waiting(self) -> None:
-        """Decide every waiting job again at the next cycle (a budget was raised, a rule changed)."""
-        self._last_full_retry = float("-inf")
+        """Decide every waiting job again, starting at the next cycle (a budget was raised, a rule changed)."""
+        self._next_sweep = -math.inf
+        self._sweep_at = None
         self._wake.set()
 
     def next_wakeup(self) -> float | None:
-        """The earliest time a waiting job is due for another decision (the simulator's next cycle)."""
-        return min(self._parked.values(), default=None)
+        """When waiting work is next due for a decision (the simulator's next cycle): a planned
+        retry, or the next sweep of the waiting jobs (now, while one is in progress)."""
+        while self._due and self._parked.get(self._due[0][1]) != self._due[0][0]:
+            heapq.heappop(self._due)
+        times = [self._due[0][0]] if self._due else []
+        if self._sweep_at is not None:
+            times.append(self.clock.now())
+        elif self._next_sweep is not None:
+            times.append(self._next_sweep)
+        return min(times, default=None)
+
+    def _park(self, job_id: str, retry_at: float, now: float) -> None:
+        """Note a job left waiting: with a planned retry time, or (inf) for the sweep to re-decide."""
+        old = self._parked.get(job_id)
+        if old == retry_at:
+            return
+        self._unplanned += (retry_at == math.inf) - (old == math.inf)
+        self._parked[job_id] = retry_at
+        if retry_at != math.inf:
+            heapq.heappush(self._due, (retry_at, job_id))
+        elif self._next_sweep is None:
+            self._next_sweep = now + self.cycle.retry_waiting_s
+
+    def _unpark(self, job_id: str) -> None:
+        if self._parked.pop(job_id, None) == math.inf:
+            self._unplanned -= 1
+            if not self._unplanned and self._next_sweep != -math.inf:
+                self._next_sweep = None  # nothing left for a periodic sweep (a requested one stays)
 
     def _build(
         self, jobs: Sequence[Job], snap: Snapshot, now: float, budgets: BudgetState | None = None

@@ -23,6 +23,9 @@ class CycleSettings(BaseModel):
     retry_waiting_s: float = Field(
         default=5.0, gt=0, description="waiting jobs are retried when capacity frees, and at least this often"
     )
+    sweep_batch: int = Field(
+        default=2_000, ge=1, description="waiting jobs re-decided per cycle by the periodic sweep of the backlog"
+    )
     replica_ttl_s: float = Field(default=7 * 86400.0, gt=0, description="how long a copied dataset is kept")
     service_horizon_s: float = Field(
         default=30 * 86400.0, gt=0, description="horizon over which a long-running service is costed"

@@ -141,8 +141,17 @@ class Store(Protocol):
         """Jobs matching the query, newest first, and the next page token ("" at the end)."""
         ...
 
-    def pending(self, limit: int) -> list[Job]:
-        """Pending jobs in queue order (priority tier high first, then submission order)."""
+    def pending(self, limit: int, offset: int = 0) -> list[Job]:
+        """Pending jobs in queue order (priority tier high first, then the order they joined the
+        queue; a retried job joins the back of its tier), `limit` of them from position `offset`."""
+        ...
+
+    def pending_since(self, cursor: int, limit: int) -> tuple[list[Job], int]:
+        """The pending jobs that joined the queue after `cursor` (0: all of them), in queue order,
+        and the cursor to pass next time. Jobs decided "waiting" stay in the queue without joining
+        it again, so a scheduler that asks this every cycle sees each new or retried job once and
+        never rescans its backlog. When more than `limit` joined, the first `limit` come back with
+        the same cursor (the rest come next time, with those of the first still pending)."""
         ...
 
     def snapshot(self) -> Snapshot: ...

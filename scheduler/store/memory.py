@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 import time
 from collections import deque
@@ -35,7 +36,10 @@ class MemoryStore:
         self._jobs: dict[str, Job] = {}
         self._seq_of: dict[str, int] = {}
         self._by_request: dict[str, str] = {}
-        self._pending: dict[str, None] = {}
+        # The queue: per priority, job id -> enqueue number, in enqueue order (a job that leaves
+        # the queue and comes back, a retry, joins the back of its tier with a new number).
+        self._queue: dict[int, dict[str, int]] = {}
+        self._enqueued = 0
         self._capacity = CapacityState.empty(catalog)
         self._allocations: dict[str, Placement] = {}
         self._replicas: dict[str, dict[str, float]] = {}
@@ -191,10 +195,15 @@ class MemoryStore:
             self._counts[old.state] -= 1
         self._counts[job.state] += 1
         self._jobs[job.id] = job
+        tier = self._queue.get(job.spec.priority)
         if job.state is JobState.PENDING:
-            self._pending[job.id] = None
-        else:
-            self._pending.pop(job.id, None)
+            if tier is None:
+                tier = self._queue[job.spec.priority] = {}
+            if job.id not in tier:
+                self._enqueued += 1
+                tier[job.id] = self._enqueued
+        elif tier is not None:
+            tier.pop(job.id, None)
 
     def _emit(self, kind: EventKind, job: Job, at: float) -> None:
         self._seq += 1
@@ -228,11 +237,23 @@ class MemoryStore:
             full = len(out) == query.page_size
             return out, (str(self._seq_of[out[-1].id]) if out and full else "")
 
-    def pending(self, limit: int) -> list[Job]:
+    def pending(self, limit: int, offset: int = 0) -> list[Job]:
+        if limit <= 0:
+            return []
         with self._lock:
-            jobs = [self._jobs[i] for i in self._pending]
-        jobs.sort(key=lambda j: -j.spec.priority)  # stable: submission order within a tier
-        return jobs[:limit]
+            tiers = [self._queue[p] for p in sorted(self._queue, reverse=True)]
+            return [self._jobs[i] for i in itertools.islice(itertools.chain(*tiers), offset, offset + limit)]
+
+    def pending_since(self, cursor: int, limit: int) -> tuple[list[Job], int]:
+        with self._lock:
+            fresh: list[str] = []
+            for p in sorted(self._queue, reverse=True):
+                tier = self._queue[p]
+                newest_first = itertools.takewhile(lambda kv: kv[1] > cursor, reversed(tier.items()))
+                fresh.extend(reversed([job_id for job_id, _ in newest_first]))
+            if len(fresh) > limit:
+                return [self._jobs[i] for i in fresh[:limit]], cursor
+            return [self._jobs[i] for i in fresh], self._enqueued
 
     def snapshot(self) -> Snapshot:
         with self._lock:

@@ -140,6 +140,7 @@ class RedisStore:
         self._acquire = self._r.register_script(lua.ACQUIRE)
         self._release = self._r.register_script(lua.RELEASE)
         self._pending = self._r.register_script(lua.PENDING)
+        self._pending_since = self._r.register_script(lua.PENDING_SINCE)
         self._readjobs = self._r.register_script(lua.READ)
         self._put_budget = self._r.register_script(lua.PUT_BUDGET)
         self._delete_budget = self._r.register_script(lua.DELETE_BUDGET)
@@ -712,12 +713,26 @@ class RedisStore:
         found = self._read(job_ids)
         return [found[i][1] if i in found else None for i in job_ids]
 
-    def pending(self, limit: int) -> list[Job]:
+    def pending(self, limit: int, offset: int = 0) -> list[Job]:
         self.check()
         if limit <= 0:
             return []
         with self._io("pending"):
-            reply = self._pending(keys=[self.keys.queue, self.keys.token], args=[limit], client=self._r)
+            reply = self._pending(keys=[self.keys.queue, self.keys.token], args=[offset, limit], client=self._r)
+        return self._pending_jobs(reply)
+
+    def pending_since(self, cursor: int, limit: int) -> tuple[list[Job], int]:
+        self.check()
+        with self._io("pending"):
+            reply = self._pending_since(
+                keys=[self.keys.queue, self.keys.token, self.keys.seq],
+                args=[cursor, max(0, limit), lua.TIER_SHIFT],
+                client=self._r,
+            )
+        return self._pending_jobs(reply[:-1]), int(reply[-1])
+
+    def _pending_jobs(self, reply: list[str]) -> list[Job]:
+        """Jobs of an ids-then-tokens reply, read from Redis only where the cached copy is stale."""
         n = len(reply) // 2
         ids, tokens = reply[:n], reply[n:]
         missing = [i for i, t in zip(ids, tokens, strict=True) if (self._cache.get(i) or ("",))[0] != t]

@@ -311,17 +311,58 @@ if cur and string.match(cur, '^%d+ (.*)$') == ARGV[1] then redis.call('DEL', KEY
 return 0
 """
 
-# KEYS: queue, token. ARGV: limit. Returns ids then tokens (queue order).
-PENDING = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+_IDS_THEN_TOKENS = """
 local out = {}
 for i = 1, #ids do out[i] = ids[i] end
 for s = 1, #ids, 1000 do  -- unpack() takes a few thousand values at most
   local tokens = redis.call('HMGET', KEYS[2], unpack(ids, s, math.min(s + 999, #ids)))
   for i = 1, #tokens do out[#ids + s + i - 1] = tokens[i] or '' end
 end
+"""
+
+# KEYS: queue, token. ARGV: offset, limit. Returns ids then tokens (queue order).
+PENDING = (
+    """
+local offset = tonumber(ARGV[1])
+local ids = redis.call('ZRANGE', KEYS[1], offset, offset + tonumber(ARGV[2]) - 1)
+"""
+    + _IDS_THEN_TOKENS
+    + """
 return out
 """
+)
+
+# KEYS: queue, token, seq. ARGV: cursor, limit, tier shift. Returns ids then tokens (queue order),
+# then the next cursor. A queue score is tier * shift + the event sequence number of the job's
+# joining the queue, so "joined after cursor" is, tier by tier, a score range: one ZRANGEBYSCORE
+# per tier present, never a scan of the queue.
+PENDING_SINCE = (
+    """
+local cursor, limit, shift = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local latest = tonumber(redis.call('GET', KEYS[3]) or '0')
+local ids = {}
+local from = '-inf'
+while #ids <= limit do
+  local head = redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #head == 0 then break end
+  local tier = math.floor(tonumber(head[2]) / shift)
+  local lo = string.format('(%.0f', tier * shift + cursor)
+  local hi = string.format('(%.0f', (tier + 1) * shift)
+  local got = redis.call('ZRANGEBYSCORE', KEYS[1], lo, hi, 'LIMIT', 0, limit + 1 - #ids)
+  for i = 1, #got do ids[#ids + 1] = got[i] end
+  from = string.format('%.0f', (tier + 1) * shift)
+end
+if #ids > limit then
+  ids[#ids] = nil
+  latest = cursor
+end
+"""
+    + _IDS_THEN_TOKENS
+    + """
+out[#out + 1] = latest
+return out
+"""
+)
 
 # KEYS: token, jobs, specs. ARGV: n, then per job: id, the token the caller holds ('' = none),
 # 1 when the caller lacks the spec. Returns per job: token ('' = no such job), status ('' when the

@@ -102,6 +102,40 @@ def test_pending_queue_order_priority_then_submission(store: Store) -> None:
     assert store.pending(0) == []
 
 
+def test_pending_from_an_offset(store: Store) -> None:
+    low, _high1, high2 = submit(store, job(priority=-1), job(priority=3), job(priority=3))
+    assert [j.id for j in store.pending(2, offset=1)] == [high2.id, low.id]
+    assert store.pending(5, offset=3) == []
+
+
+def test_pending_since_gives_each_new_or_retried_job_once(store: Store) -> None:
+    a, b = submit(store, job(priority=0, max_retries=1), job(priority=0))
+    first, cursor = store.pending_since(0, 100)
+    assert [j.id for j in first] == [a.id, b.id]
+    assert store.pending_since(cursor, 100) == ([], cursor)
+    # a job decided "waiting" stays in the queue and does not come back
+    assert store.commit(Plan(store.snapshot().version, waits={b.id: "waiting: no free capacity"}))
+    assert store.pending_since(cursor, 100)[0] == []
+    # new jobs in any tier, in queue order; then a retried job, which joins the queue again
+    low, high = submit(store, job(priority=-2), job(priority=5))
+    got, cursor2 = store.pending_since(cursor, 100)
+    assert [j.id for j in got] == [high.id, low.id] and cursor2 > cursor
+    place(store, a)
+    store.update(JobUpdate(a.id, JobState.FAILED, T0 + 5, reason="oom", attempt=1, requeue=True))
+    got, cursor3 = store.pending_since(cursor2, 100)
+    assert [j.id for j in got] == [a.id] and cursor3 > cursor2
+    assert [j.id for j in store.pending(10)] == [high.id, b.id, a.id, low.id]
+
+
+def test_pending_since_over_limit_keeps_the_cursor(store: Store) -> None:
+    a, b, c = submit(store, job(), job(priority=1), job())
+    got, cursor = store.pending_since(0, 2)
+    assert [j.id for j in got] == [b.id, a.id] and cursor == 0
+    got, cursor = store.pending_since(cursor, 3)
+    assert [j.id for j in got] == [b.id, a.id, c.id] and cursor > 0
+    assert store.pending_since(cursor, 0) == ([], cursor)
+
+
 def test_retried_job_rejoins_the_back_of_its_tier(store: Store) -> None:
     a, b = submit(store, job(max_retries=1), job())
     place(store, a)

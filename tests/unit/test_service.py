@@ -190,3 +190,39 @@ def test_budget_holds_jobs(make_service):
     assert svc.get(cheap.id).state is JobState.PLACED
     j = svc.get(dear.id)
     assert j.state is JobState.PENDING and "budget" in j.reason
+
+
+def test_cycle_work_follows_events_not_the_waiting_backlog(catalog, clock):
+    from placers.registry import make_placer
+    from scheduler.executors.sim import SimExecutor
+    from scheduler.service import SchedulerService
+    from scheduler.settings import CycleSettings
+    from scheduler.store.memory import MemoryStore
+
+    cycle = CycleSettings(sweep_batch=50, retry_waiting_s=60, wait_policy="no-wait")
+    store = MemoryStore(catalog)
+    svc = SchedulerService(catalog, store, SimExecutor(clock, catalog), make_placer("greedy"), clock, cycle)
+    whole_node = {"gpus": 8, "single_node": True, "allowed_sites": ("onprem-sjc",), "runtime_s": 86400.0}
+    jobs = [j for j, _ in svc.submit([spec(name=f"n{i}", **whole_node) for i in range(200)])]
+    first = svc.run_cycle()
+    assert first.considered == 200 and first.waiting > 100
+    waiting = first.waiting
+    # one new job: the cycle decides that job alone, not the backlog
+    svc.submit([spec(name="late", **whole_node)])
+    assert svc.run_cycle().considered == 1
+    assert svc.run_cycle().considered == 0
+    # capacity frees: the head of the queue, about twice the GPUs released (+ slack), is re-decided
+    running = next(j for j in jobs if svc.get(j.id).state in (JobState.PLACED, JobState.RUNNING))
+    svc.cancel(running.id, "test")
+    freed = svc.run_cycle()
+    assert 1 <= freed.considered <= 3 and freed.placed == 1
+    # the periodic sweep re-decides the whole backlog, sweep_batch jobs per cycle
+    clock.advance(61)
+    sizes = []
+    while (report := svc.run_cycle()).considered:
+        sizes.append(report.considered)
+    assert sizes[:-1] == [50] * (len(sizes) - 1) and sum(sizes) == waiting  # the late job replaced the placed one
+    assert svc.next_wakeup() == pytest.approx(clock.now() + 60)
+    # a requested retry (a budget raised) starts a sweep at once
+    svc.retry_waiting()
+    assert svc.run_cycle().considered == 50
