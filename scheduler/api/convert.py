@@ -44,8 +44,13 @@ STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
 
 def ts(t: float) -> Timestamp:
     out = Timestamp()
-    out.seconds, out.nanos = divmod(round(t * 1e9), 1_000_000_000)
+    set_ts(out, t)
     return out
+
+
+def set_ts(field: Timestamp, t: float) -> None:
+    """Write t (Unix seconds) into a Timestamp field in place (no temporary message)."""
+    field.seconds, field.nanos = divmod(round(t * 1e9), 1_000_000_000)
 
 
 def from_ts(t: Timestamp) -> float:
@@ -222,31 +227,35 @@ def _attempt_to_proto(a: Attempt) -> pb.Attempt:
 
 
 def job_to_proto(j: Job, spec: pb.JobSpec | None = None) -> pb.Job:
-    """`spec`: the wire spec the job was created from, when at hand (saves re-encoding it)."""
-    m = pb.Job(
-        id=j.id,
-        spec=spec if spec is not None else spec_to_proto(j.spec),
-        state=STATE_TO_PB[j.state],
-        reason=j.reason,
-        log_tail=j.log_tail,
-        cancelled_by=j.cancelled_by,
-        attempts=[_attempt_to_proto(a) for a in j.attempts],
-        health=j.health,
-        endpoint=j.endpoint,
-        replicas_ready=j.replicas_ready,
-    )
+    """`spec`: the wire spec the job was created from, when at hand (saves re-encoding it).
+    Only fields with a value are set: a batch answer encodes thousands of fresh jobs."""
+    m = pb.Job(id=j.id, spec=spec if spec is not None else spec_to_proto(j.spec), state=STATE_TO_PB[j.state])
+    if j.reason:
+        m.reason = j.reason
+    if j.log_tail:
+        m.log_tail = j.log_tail
+    if j.cancelled_by:
+        m.cancelled_by = j.cancelled_by
+    if j.attempts:
+        m.attempts.extend(_attempt_to_proto(a) for a in j.attempts)
+    if j.health:
+        m.health = j.health
+    if j.endpoint:
+        m.endpoint = j.endpoint
+    if j.replicas_ready:
+        m.replicas_ready = j.replicas_ready
     if j.placement is not None:
         m.placement.CopyFrom(placement_to_proto(j.placement))
-    m.created_at.CopyFrom(ts(j.created_at))
-    m.updated_at.CopyFrom(ts(j.updated_at))
+    set_ts(m.created_at, j.created_at)
+    set_ts(m.updated_at, j.updated_at)
     if j.started_at is not None:
-        m.started_at.CopyFrom(ts(j.started_at))
+        set_ts(m.started_at, j.started_at)
     if j.finished_at is not None:
-        m.finished_at.CopyFrom(ts(j.finished_at))
+        set_ts(m.finished_at, j.finished_at)
     if j.exit_code is not None:
         m.exit_code = j.exit_code
     if j.decided_at is not None:
-        m.decided_at.CopyFrom(ts(j.decided_at))
+        set_ts(m.decided_at, j.decided_at)
     return m
 
 
