@@ -122,3 +122,20 @@ def test_foreign_records_are_schema_errors_naming_the_record() -> None:
         codec.decode_spec("{nope", "spec of j-1")
     with pytest.raises(SchemaError, match="malformed job record"):
         codec.decode_status('{"v": 1, "id": "j-1"}', job.spec, "job j-1")
+
+
+def test_evolve_is_dataclasses_replace():
+    import dataclasses
+
+    import pytest
+
+    from placers.domain import Job, JobState
+    from tests.conftest import spec
+
+    job = Job(id="j-1", spec=spec(), state=JobState.PENDING, created_at=1.0, updated_at=1.0, reason="queued")
+    changes = {"state": JobState.RUNNING, "updated_at": 2.0, "reason": "", "started_at": 2.0, "attempts": ()}
+    assert job.evolve(**changes) == dataclasses.replace(job, **changes)
+    assert job.evolve() == job and job.evolve() is not job
+    assert job.reason == "queued"  # the original is untouched
+    with pytest.raises(TypeError):
+        job.evolve(no_such_field=1)
