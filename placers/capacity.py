@@ -71,20 +71,33 @@ class Demand:
 
     @classmethod
     def of(cls, spec: JobSpec) -> Demand:
+        """The demand of a spec. Jobs come in few shapes, so demands are shared (interned): a cycle
+        asks for tens of thousands and building a frozen dataclass costs several times a lookup."""
         inf = spec.inference
-        return cls(
-            gpus=spec.gpus,
-            gpu_milli=spec.gpu_milli,
-            cpu_milli=round(spec.cpus * 1000),
-            memory_mib=round(spec.memory_gb * 1024),
-            single_node=spec.single_node or spec.gpus == 1,
-            replicas=inf.replicas if inf else 1,
-            spread=bool(inf and inf.spread),
-        )
+        replicas, spread = (inf.replicas, inf.spread) if inf else (1, False)
+        key = (spec.gpus, spec.gpu_milli, spec.cpus, spec.memory_gb, spec.single_node, replicas, spread)
+        found = _DEMANDS.get(key)
+        if found is None:
+            if len(_DEMANDS) >= _DEMANDS_MAX:
+                _DEMANDS.clear()
+            found = _DEMANDS[key] = cls(
+                gpus=spec.gpus,
+                gpu_milli=spec.gpu_milli,
+                cpu_milli=round(spec.cpus * 1000),
+                memory_mib=round(spec.memory_gb * 1024),
+                single_node=spec.single_node or spec.gpus == 1,
+                replicas=replicas,
+                spread=spread,
+            )
+        return found
 
     @property
     def total_milli(self) -> int:
         return self.gpus * self.gpu_milli * self.replicas
+
+
+_DEMANDS: dict[tuple[object, ...], Demand] = {}
+_DEMANDS_MAX = 4096
 
 
 class CapacityState:

@@ -67,7 +67,9 @@ class GreedyPlacer:
         opt_pool = problem.options.pool
         planner = WaitPlanner(problem, score)
         decisions: list[Decision] = []
-        why_waiting: dict[tuple[bytes, int], int] = {}  # jobs with the same reasons row wait for the same reasons
+        # Jobs with the same reasons row wait for the same reasons: one answer per (row, blocked).
+        why_waiting: dict[tuple[int, int], int] = {}
+        rows = _row_classes(problem.reasons)
         # Jobs of one shape with the same ranked options are alike: once one found every option full,
         # the rest of its class (without a budget to check) waits for the same reason at once.
         classes = _classes(kinds, n_ok, ranked)
@@ -76,7 +78,7 @@ class GreedyPlacer:
             j = int(row)
             key = problem.budget_key[j]
             if key is None and classes[j] in full_class:
-                decisions.append(Decision(job=j, reason=self._why(why_waiting, problem, j, int(Reason.CAPACITY))))
+                decisions.append(Decision(job=j, reason=self._why(why_waiting, rows, problem, j, int(Reason.CAPACITY))))
                 continue
             demand = problem.demands[j]
             cands = ranked[j, : n_ok[j]]
@@ -108,18 +110,28 @@ class GreedyPlacer:
                     budgets[key] -= float(total[j, o])
                 chosen = Decision(job=j, option=o, bindings=bindings, reason=blocked)
                 break
-            decisions.append(chosen or Decision(job=j, reason=self._why(why_waiting, problem, j, blocked)))
+            decisions.append(chosen or Decision(job=j, reason=self._why(why_waiting, rows, problem, j, blocked)))
         decisions.sort(key=lambda d: d.job)
         priced, new_replicas = attribute(problem, decisions)
         return PlacementResult(self.name, priced, {"deferred": float(planner.deferred)}, new_replicas)
 
     @staticmethod
-    def _why(memo: dict[tuple[bytes, int], int], problem: PlacementProblem, j: int, blocked: int) -> int:
-        key = (problem.reasons[j].tobytes(), blocked)
+    def _why(
+        memo: dict[tuple[int, int], int], rows: npt.NDArray[np.int64], problem: PlacementProblem, j: int, blocked: int
+    ) -> int:
+        key = (int(rows[j]), blocked)
         bits = memo.get(key)
         if bits is None:
             bits = memo[key] = waiting_reason(problem, j, blocked)
         return bits
+
+
+def _row_classes(table: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    """An id per row of `table`, equal for equal rows."""
+    if table.shape[0] == 0 or table.shape[1] == 0:
+        return np.zeros(table.shape[0], dtype=np.int64)
+    inverse: npt.NDArray[np.int64] = np.unique(table, axis=0, return_inverse=True)[1]
+    return inverse.reshape(-1).astype(np.int64)
 
 
 def _classes(

@@ -83,13 +83,14 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.SubmitJobResponse:
         if not request.HasField("spec"):
             raise _invalid("spec", "required")
-        try:
-            spec = convert.spec_from_proto(request.spec)
-            ((job, created),) = self.service.submit([spec])
-        except InvalidSpec as exc:
-            raise exc.under("spec") from None
-        echo = request.spec if created else None
-        return pb.SubmitJobResponse(job=convert.job_to_proto(job, echo), created=created)
+        with self.service.turn:  # decode, queue and answer between two cycles (SchedulerService.turn)
+            try:
+                spec = convert.spec_from_proto(request.spec)
+                ((job, created),) = self.service.submit([spec])
+            except InvalidSpec as exc:
+                raise exc.under("spec") from None
+            echo = request.spec if created else None
+            return pb.SubmitJobResponse(job=convert.job_to_proto(job, echo), created=created)
 
     @_errors
     def SubmitJobs(self, request: pb.SubmitJobsRequest, context: grpc.ServicerContext) -> pb.SubmitJobsResponse:
@@ -97,19 +98,20 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
             raise _invalid("specs", "at least one spec is required")
         if len(request.specs) > MAX_BATCH:
             raise _invalid("specs", f"at most {MAX_BATCH} specs per call")
-        specs = []
-        for i, m in enumerate(request.specs):
-            try:
-                specs.append(convert.spec_from_proto(m))
-            except InvalidSpec as exc:
-                raise exc.under(f"specs[{i}]") from None
-        results = self.service.submit(specs)
-        return pb.SubmitJobsResponse(
-            results=[
-                pb.SubmitJobResponse(job=convert.job_to_proto(j, m if c else None), created=c)
-                for (j, c), m in zip(results, request.specs, strict=True)
-            ]
-        )
+        with self.service.turn:  # decode, queue and answer between two cycles (SchedulerService.turn)
+            specs = []
+            for i, m in enumerate(request.specs):
+                try:
+                    specs.append(convert.spec_from_proto(m))
+                except InvalidSpec as exc:
+                    raise exc.under(f"specs[{i}]") from None
+            results = self.service.submit(specs)
+            return pb.SubmitJobsResponse(
+                results=[
+                    pb.SubmitJobResponse(job=convert.job_to_proto(j, m if c else None), created=c)
+                    for (j, c), m in zip(results, request.specs, strict=True)
+                ]
+            )
 
     @_errors
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
