@@ -130,7 +130,10 @@ def _row_classes(table: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
     """An id per row of `table`, equal for equal rows."""
     if table.shape[0] == 0 or table.shape[1] == 0:
         return np.zeros(table.shape[0], dtype=np.int64)
-    inverse: npt.NDArray[np.int64] = np.unique(table, axis=0, return_inverse=True)[1]
+    # Each row as one opaque value (np.unique with axis=0 costs ~0.3 ms a call in dtype set-up alone).
+    rows = np.ascontiguousarray(table)
+    opaque = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(-1)
+    inverse: npt.NDArray[np.int64] = np.unique(opaque, return_inverse=True)[1]
     return inverse.reshape(-1).astype(np.int64)
 
 
