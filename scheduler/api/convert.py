@@ -226,24 +226,19 @@ def _attempt_to_proto(a: Attempt) -> pb.Attempt:
     return m
 
 
+_JOB_SCALARS = ("reason", "log_tail", "cancelled_by", "health", "endpoint", "replicas_ready")
+
+
 def job_to_proto(j: Job, spec: pb.JobSpec | None = None) -> pb.Job:
     """`spec`: the wire spec the job was created from, when at hand (saves re-encoding it).
     Only fields with a value are set: a batch answer encodes thousands of fresh jobs."""
     m = pb.Job(id=j.id, spec=spec if spec is not None else spec_to_proto(j.spec), state=STATE_TO_PB[j.state])
-    if j.reason:
-        m.reason = j.reason
-    if j.log_tail:
-        m.log_tail = j.log_tail
-    if j.cancelled_by:
-        m.cancelled_by = j.cancelled_by
+    for name in _JOB_SCALARS:
+        value = getattr(j, name)
+        if value:
+            setattr(m, name, value)
     if j.attempts:
         m.attempts.extend(_attempt_to_proto(a) for a in j.attempts)
-    if j.health:
-        m.health = j.health
-    if j.endpoint:
-        m.endpoint = j.endpoint
-    if j.replicas_ready:
-        m.replicas_ready = j.replicas_ready
     if j.placement is not None:
         m.placement.CopyFrom(placement_to_proto(j.placement))
     set_ts(m.created_at, j.created_at)
