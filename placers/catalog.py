@@ -28,14 +28,18 @@ SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600.0
 DEFAULT_CATALOG = "default"
 
 
-class CatalogError(ValueError):
-    """A catalog file that cannot be used; `field` is a dotted path such as sites[2].pools[0].gpu_model."""
+class FileFieldError(ValueError):
+    """A file that cannot be used, naming it and the field: 'mine.yaml: sites[2].gpu_model: ...'."""
 
     def __init__(self, source: str, field_path: str, message: str) -> None:
         super().__init__(f"{source}: {field_path}: {message}")
         self.source = source
         self.field = field_path
         self.message = message
+
+
+class CatalogError(FileFieldError):
+    """A catalog file that cannot be used; `field` is a dotted path such as sites[2].pools[0].gpu_model."""
 
 
 class SiteKind(enum.StrEnum):

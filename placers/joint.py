@@ -685,17 +685,23 @@ class _State:
         closed = self._close_transfers(jobs)
         return moved + closed > 0
 
-    def _single_moves(self, jobs: I64) -> int:
-        placed = jobs[self.option[jobs] >= 0]
-        if len(placed) == 0:
-            return 0
-        # marginal cost of every option for each placed job, its own transfers counted as open
+    def _priced_with_room(self, placed: I64) -> tuple[F64, B]:
+        """Per placed job x option: compute plus data (the job's own transfers counted as open,
+        others as the plan stands), and whether the option's pool (and site quota) has room now."""
         sole = np.where(self.readers > 0, 0.0, self.fixed)
         eff = self.compute[placed] + self.data_cost(placed, sole)[:, self.opt_site]
         need = self.milli[placed][:, None]
         room = (self.free_pool[self.opt_pool][None, :] >= need) & (
             ~self.elastic[None, :] | (self.free_site[self.opt_site][None, :] >= need)
         )
+        return eff, room
+
+    def _single_moves(self, jobs: I64) -> int:
+        placed = jobs[self.option[jobs] >= 0]
+        if len(placed) == 0:
+            return 0
+        # marginal cost of every option for each placed job, its own transfers counted as open
+        eff, room = self._priced_with_room(placed)
         room |= self.opt_pool[None, :] == self.opt_pool[self.option[placed]][:, None]
         eff[~(self.usable[placed] & room)] = np.inf
         cur = self.option[placed]
@@ -777,12 +783,7 @@ class _State:
         # Optimistic alternative per placed job: its cheapest usable option at another site with room
         # in aggregate (data priced as the plan stands). A copy is worth trying to close only if its
         # price plus its readers' compute beats their optimistic alternatives.
-        sole = np.where(self.readers > 0, 0.0, self.fixed)
-        eff = self.compute[placed] + self.data_cost(placed, sole)[:, self.opt_site]
-        need = self.milli[placed][:, None]
-        room = (self.free_pool[self.opt_pool][None, :] >= need) & (
-            ~self.elastic[None, :] | (self.free_site[self.opt_site][None, :] >= need)
-        )
+        eff, room = self._priced_with_room(placed)
         here = self.opt_site[self.option[placed]]
         eff[~(self.usable[placed] & room) | (self.opt_site[None, :] == here[:, None])] = np.inf
         alt = np.full(self.p.n_jobs, np.inf)

@@ -33,20 +33,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from placers.catalog import FileFieldError
 from placers.registry import PLACERS
 from scheduler.settings import Settings
 
 DEFAULT_TRACES = "../../../shared/traces"  # from simulations/scenarios/ to the shared trace folder
 
 
-class ScenarioError(ValueError):
+class ScenarioError(FileFieldError):
     """A scenario that cannot be run; names the file and the field."""
-
-    def __init__(self, source: str, field_path: str, message: str) -> None:
-        super().__init__(f"{source}: {field_path}: {message}")
-        self.source = source
-        self.field = field_path
-        self.message = message
 
 
 class _Model(BaseModel):

@@ -69,19 +69,42 @@ class LocalRayError(RuntimeError):
     """The embedded Ray cluster did not come up."""
 
 
-class LocalRayCluster:
+class _RayProcess:
+    """A `ray start --block` process group this process owns, with its temp dir and log."""
+
+    def __init__(self, process: subprocess.Popen[bytes], temp_dir: Path, log_path: Path) -> None:
+        self.process = process
+        self.temp_dir = temp_dir
+        self.log_path = log_path
+        self._closed = False
+
+    def output_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def close(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM to `ray start --block` (it stops its Ray processes), then SIGKILL to the group."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        _stop_group(self.process, timeout_s)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class LocalRayCluster(_RayProcess):
     """A single-node Ray head owned by this process. Build with `start`; `close` stops it."""
 
     def __init__(
         self, process: subprocess.Popen[bytes], address: str, token: str, temp_dir: Path, log_path: Path
     ) -> None:
-        self.process = process
+        super().__init__(process, temp_dir, log_path)
         self.address = address  # the dashboard (Job Submission API) URL, http://127.0.0.1:<port>
         self.token = token
-        self.temp_dir = temp_dir
-        self.log_path = log_path
         self.gcs_address = ""  # host:port that `ray start --address` joins
-        self._closed = False
 
     @property
     def headers(self) -> dict[str, str]:
@@ -198,47 +221,13 @@ class LocalRayCluster:
     def alive(self) -> bool:
         return not self._closed and self.process.poll() is None
 
-    def output_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
 
-    def close(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM to `ray start --block` (it stops its Ray processes), then SIGKILL to the group."""
-        if self._closed:
-            return
-        self._closed = True
-        atexit.unregister(self.close)
-        _stop_group(self.process, timeout_s)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-class LocalRayNode:
+class LocalRayNode(_RayProcess):
     """A worker node started by `LocalRayCluster.add_node`; `close` stops it (like a machine going away)."""
 
     def __init__(self, process: subprocess.Popen[bytes], temp_dir: Path, log_path: Path) -> None:
-        self.process = process
-        self.temp_dir = temp_dir
-        self.log_path = log_path
+        super().__init__(process, temp_dir, log_path)
         self.node_id = ""
-        self._closed = False
-
-    def output_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def close(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        atexit.unregister(self.close)
-        _stop_group(self.process, timeout_s)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def kill(self) -> None:
         """The machine dies: SIGKILL to the node's whole process group (raylet, workers), no goodbye."""
