@@ -9,32 +9,16 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from placers.capacity import Demand
-from placers.catalog import Catalog
 from placers.domain import CostBreakdown, InferenceSpec, Job, JobKind, JobState, Placement
 from scheduler.store.base import ClaimVerdict, EventKind, JobQuery, JobUpdate, Plan, Store
-from scheduler.store.memory import MemoryStore
-from scheduler.store.redis import RedisStore
 from tests.conftest import spec
-from tests.redis_support import REDIS_URL, fresh_redis
 
 T0 = 1_800_000_000.0
 _ids = itertools.count(1)
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def store(request: pytest.FixtureRequest, catalog: Catalog) -> Iterator[Store]:
-    if request.param == "memory":
-        s: Store = MemoryStore(catalog)
-    else:
-        fresh_redis().close()
-        s = RedisStore(catalog, REDIS_URL)
-    yield s
-    s.close()
 
 
 def job(at: float = T0, **kw: object) -> Job:

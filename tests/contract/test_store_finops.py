@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from placers.catalog import Catalog
 from placers.domain import CostBreakdown, Job, JobState, Placement
 from scheduler.finops.model import (
     AuditEntry,
@@ -24,23 +22,9 @@ from scheduler.finops.model import (
     VersionMismatch,
 )
 from scheduler.store.base import JobUpdate, Plan, Store
-from scheduler.store.memory import MemoryStore
-from scheduler.store.redis import RedisStore
 from tests.conftest import spec
-from tests.redis_support import REDIS_URL, fresh_redis
 
 T0 = 1_800_000_000.0
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def store(request: pytest.FixtureRequest, catalog: Catalog) -> Iterator[Store]:
-    if request.param == "memory":
-        s: Store = MemoryStore(catalog)
-    else:
-        fresh_redis().close()
-        s = RedisStore(catalog, REDIS_URL)
-    yield s
-    s.close()
 
 
 def budget(value: str = "cc-1", amount: float = 100.0, **kw: object) -> Budget:
